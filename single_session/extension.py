@@ -1,0 +1,445 @@
+"""The Flask extension: configuration, request hooks, Flask-Login signals, and
+the public API for ending sessions."""
+
+from __future__ import annotations
+
+import typing as t
+from dataclasses import dataclass
+from datetime import datetime
+from datetime import timedelta
+from datetime import timezone
+
+from flask import Flask
+from flask import current_app
+from flask import flash
+from flask import has_request_context
+from flask import request
+from flask import session as flask_session
+from flask_login.signals import session_protected
+from flask_login.signals import user_loaded_from_cookie
+from flask_login.signals import user_logged_in
+from flask_login.signals import user_logged_out
+
+from . import policy
+from . import remember
+from .exceptions import ConfigurationError
+from .exceptions import LoginDenied
+from .exceptions import SessionStoreUnavailable
+from .sessions import LOGIN_KEYS
+from .sessions import ServerSession
+from .sessions import ServerSessionInterface
+from .sessions import end_login
+from .sessions import write_session
+from .signals import session_revoked
+from .store import SessionStore
+from .tokens import SignerCache
+
+if t.TYPE_CHECKING:
+    from flask import Response
+    from pymongo.collection import Collection
+
+EXTENSION_NAME = "single_session"
+
+#: Default flash messages for a device whose session was revoked, by reason.
+DEFAULT_REVOKED_MESSAGES: dict[str, str] = {
+    policy.SIGNED_IN_ELSEWHERE: (
+        "You were signed out because your account signed in on another device."
+    ),
+    policy.LOGOUT_EVERYWHERE: "You were signed out on all devices.",
+    policy.REVOKED: "This device was signed out from another device.",
+    policy.REMEMBER_TOKEN_REUSED: (
+        "You were signed out because your sign-in cookie was used on another device."
+    ),
+}
+
+_MAX_IP = 64
+_MAX_USER_AGENT = 512
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    """One of a user's sessions, as :meth:`SingleSession.sessions_of` lists them."""
+
+    #: Opaque name of the session, for :meth:`SingleSession.revoke`. Not its id.
+    handle: str
+    #: When the session was created, logged in, and last seen (aware, UTC).
+    created_at: datetime
+    login_at: datetime | None
+    last_seen: datetime
+    #: The client's address and User-Agent when it logged in (``None`` when
+    #: ``SINGLE_SESSION_RECORD_DEVICE`` is off).
+    ip: str | None
+    user_agent: str | None
+    #: This is the session of the current request.
+    current: bool
+    #: The device has a remember-me cookie.
+    remembered: bool
+
+
+def _seconds(value: t.Any) -> timedelta:
+    if isinstance(value, timedelta):
+        return value
+    return timedelta(seconds=float(value))
+
+
+class _State:
+    """What the extension keeps for one app, in ``app.extensions["single_session"]``."""
+
+    def __init__(self, extension: SingleSession, store: SessionStore) -> None:
+        self.extension = extension
+        self.store = store
+        self.session_signer = SignerCache("single_session.session")
+        self.remember_signer = SignerCache("single_session.remember", parts=2)
+        #: The clock. Tests replace it to move time forward.
+        self.clock: t.Callable[[], datetime] = lambda: datetime.now(timezone.utc)
+
+    def now(self) -> datetime:
+        # BSON keeps milliseconds; so does everything compared with it.
+        now = self.clock()
+        return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+    @property
+    def config(self) -> t.Any:
+        return current_app.config
+
+    def idle_lifetime(self) -> timedelta:
+        return _seconds(current_app.permanent_session_lifetime)
+
+    def absolute_lifetime(self) -> timedelta | None:
+        value = self.config["SINGLE_SESSION_ABSOLUTE_LIFETIME"]
+        return None if value is None else _seconds(value)
+
+    def touch_interval(self) -> timedelta:
+        return _seconds(self.config["SINGLE_SESSION_TOUCH_INTERVAL"])
+
+    def max_size(self) -> int | None:
+        return t.cast("int | None", self.config["SINGLE_SESSION_MAX_SIZE"])
+
+    def on_limit(self) -> str:
+        return t.cast(str, self.config["SINGLE_SESSION_ON_LIMIT"])
+
+    def limit_for(self, user: t.Any) -> int | None:
+        limit = self.config["SINGLE_SESSION_MAX_SESSIONS"]
+        if callable(limit):
+            limit = limit(user)
+        if limit is not None and (not isinstance(limit, int) or limit < 1):
+            raise ConfigurationError(
+                f"SINGLE_SESSION_MAX_SESSIONS must be a positive int, None, or a"
+                f" callable returning one; got {limit!r}."
+            )
+        return t.cast("int | None", limit)
+
+    def device(self) -> dict[str, str] | None:
+        if not has_request_context() or not self.config["SINGLE_SESSION_RECORD_DEVICE"]:
+            return None
+        return {
+            "ip": (request.remote_addr or "")[:_MAX_IP],
+            "user_agent": request.user_agent.string[:_MAX_USER_AGENT],
+        }
+
+    def persist(self, session: ServerSession) -> None:
+        write_session(self, session)
+
+
+def get_state(app: Flask) -> _State:
+    try:
+        return t.cast(_State, app.extensions[EXTENSION_NAME])
+    except KeyError:
+        raise RuntimeError(
+            "The current Flask app is not registered with this 'SingleSession'"
+            " instance. Did you forget to call 'init_app', or did you create"
+            " multiple 'SingleSession' instances?"
+        ) from None
+
+
+class SingleSession:
+    """Server-side sessions in MongoDB, bound to Flask-Login users.
+
+    :param app: the app to set up now; or call :meth:`init_app` later.
+    :param collection: the pymongo ``Collection`` to keep sessions in (or one
+        with its API, such as mongomock's). Without it, ``init_app`` builds one
+        from ``SINGLE_SESSION_MONGODB_URI``.
+    """
+
+    def __init__(
+        self,
+        app: Flask | None = None,
+        *,
+        collection: Collection[dict[str, t.Any]] | None = None,
+    ) -> None:
+        self.collection = collection
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> None:
+        """Register the extension on ``app``: its session interface, request
+        hooks, Flask-Login receivers and the ``flask single-session`` commands.
+        It never waits for the database: indexes are created on the first write.
+
+        Configuration (defaults in brackets):
+
+        - ``SINGLE_SESSION_MONGODB_URI`` [None], ``SINGLE_SESSION_DATABASE``
+          [the URI's database, else ``"single_session"``],
+          ``SINGLE_SESSION_COLLECTION`` [``"sessions"``]: where sessions live
+          when no ``collection`` was given.
+        - ``SINGLE_SESSION_MAX_SESSIONS`` [1]: sessions per user; ``None`` for no
+          limit, or a callable taking the user and returning either.
+        - ``SINGLE_SESSION_ON_LIMIT`` [``"evict"``]: ``"evict"`` (the newest login
+          wins) or ``"deny"`` (``login_user`` raises :exc:`LoginDenied`).
+        - ``SINGLE_SESSION_TOUCH_INTERVAL`` [60 s]: an unmodified session is
+          written back (last seen, idle expiry) at most this often.
+        - ``SINGLE_SESSION_ABSOLUTE_LIFETIME`` [None]: a session ends this long
+          after it was created, however active.
+        - ``SINGLE_SESSION_TIMEOUT`` [3 s]: the most any database call may take.
+        - ``SINGLE_SESSION_MAX_SIZE`` [65536]: bytes of stored session data.
+        - ``SINGLE_SESSION_RECORD_DEVICE`` [True]: store ip and User-Agent.
+        - ``SINGLE_SESSION_REVOKED_MESSAGE`` [per-reason messages]: flashed
+          (category ``"warning"``) to a device whose session was revoked; a
+          string, a dict by reason, or ``None`` for none.
+
+        Flask's ``SESSION_COOKIE_*``, ``PERMANENT_SESSION_LIFETIME`` (the idle
+        lifetime), ``SESSION_REFRESH_EACH_REQUEST``, ``SECRET_KEY`` and
+        ``SECRET_KEY_FALLBACKS`` keep their meaning, as do Flask-Login's
+        ``REMEMBER_COOKIE_*``.
+        """
+        if EXTENSION_NAME in app.extensions:
+            raise RuntimeError(
+                "A 'SingleSession' instance has already been registered on this Flask"
+                " app. Import and use that instance instead."
+            )
+        config = app.config
+        config.setdefault("SINGLE_SESSION_MONGODB_URI", None)
+        config.setdefault("SINGLE_SESSION_DATABASE", None)
+        config.setdefault("SINGLE_SESSION_COLLECTION", "sessions")
+        config.setdefault("SINGLE_SESSION_MAX_SESSIONS", 1)
+        config.setdefault("SINGLE_SESSION_ON_LIMIT", "evict")
+        config.setdefault("SINGLE_SESSION_TOUCH_INTERVAL", 60)
+        config.setdefault("SINGLE_SESSION_ABSOLUTE_LIFETIME", None)
+        config.setdefault("SINGLE_SESSION_TIMEOUT", 3.0)
+        config.setdefault("SINGLE_SESSION_MAX_SIZE", 65536)
+        config.setdefault("SINGLE_SESSION_RECORD_DEVICE", True)
+        config.setdefault("SINGLE_SESSION_REVOKED_MESSAGE", DEFAULT_REVOKED_MESSAGES)
+        if config["SINGLE_SESSION_ON_LIMIT"] not in ("evict", "deny"):
+            raise ConfigurationError(
+                "SINGLE_SESSION_ON_LIMIT must be 'evict' or 'deny', got"
+                f" {config['SINGLE_SESSION_ON_LIMIT']!r}."
+            )
+
+        store = SessionStore(self._collection_source(app), float(config["SINGLE_SESSION_TIMEOUT"]))
+        app.extensions[EXTENSION_NAME] = _State(self, store)
+        app.session_interface = ServerSessionInterface()
+        # First of all before_request functions, last of all after_request ones.
+        app.before_request_funcs.setdefault(None, []).insert(0, _before_request)
+        app.after_request_funcs.setdefault(None, []).insert(0, _after_request)
+        user_logged_in.connect(_on_user_logged_in, app)
+        user_loaded_from_cookie.connect(_on_user_logged_in, app)
+        user_logged_out.connect(_on_login_ended, app)
+        session_protected.connect(_on_login_ended, app)
+
+        from .cli import single_session_cli
+
+        app.cli.add_command(single_session_cli)
+
+    def _collection_source(
+        self, app: Flask
+    ) -> Collection[dict[str, t.Any]] | t.Callable[[], Collection[dict[str, t.Any]]]:
+        if self.collection is not None:
+            return self.collection
+        uri = app.config["SINGLE_SESSION_MONGODB_URI"]
+        if not uri:
+            raise ConfigurationError(
+                "single_session needs a MongoDB collection. Either pass one,"
+                " SingleSession(app, collection=client.mydb.sessions), or set"
+                " SINGLE_SESSION_MONGODB_URI (with SINGLE_SESSION_DATABASE and"
+                " SINGLE_SESSION_COLLECTION if the defaults do not suit)."
+            )
+        database = app.config["SINGLE_SESSION_DATABASE"]
+        name = app.config["SINGLE_SESSION_COLLECTION"]
+
+        def connect() -> Collection[dict[str, t.Any]]:
+            # Called lazily in each process (never before a fork): pymongo
+            # clients must not be shared across processes.
+            from pymongo import MongoClient
+
+            client: MongoClient[dict[str, t.Any]] = MongoClient(uri, connect=False)
+            db = client[database] if database else client.get_default_database("single_session")
+            return db[name]
+
+        return connect
+
+    # -- public API ------------------------------------------------------------
+
+    def logout_everywhere(self, user: t.Any) -> int:
+        """End every session of ``user`` (a user object or its id), on every
+        device, remember-me included. Returns how many sessions ended. One
+        database update, whatever their number."""
+        state = get_state(current_app)
+        return policy.revoke_all(state, _user_id(user), policy.LOGOUT_EVERYWHERE)
+
+    def logout_others(self, user: t.Any) -> int:
+        """End every session of ``user`` but the current request's, which gets a
+        fresh id (call it after a password change). Outside a request, or when
+        the current session is not ``user``'s, ends them all. Returns how many
+        ended."""
+        state = get_state(current_app)
+        user_id = _user_id(user)
+        session = _current_session()
+        keep = session.key if session is not None and session.user_id == user_id else None
+        count = policy.revoke_all(state, user_id, policy.LOGOUT_EVERYWHERE, keep=keep)
+        if session is not None and keep is not None:
+            _rotate(state, session)
+        return count
+
+    def sessions_of(self, user: t.Any) -> list[SessionInfo]:
+        """The live sessions of ``user`` (a user object or its id), newest login
+        first. One query."""
+        state = get_state(current_app)
+        session = _current_session()
+        current_key = session.key if session is not None else None
+        infos = []
+        for document in state.store.user_sessions(_user_id(user), state.now()):
+            device = document.get("device") or {}
+            infos.append(
+                SessionInfo(
+                    handle=str(document.get("handle")),
+                    created_at=document["created_at"],
+                    login_at=document.get("login_at"),
+                    last_seen=document["seen_at"],
+                    ip=device.get("ip"),
+                    user_agent=device.get("user_agent"),
+                    current=document["_id"] == current_key,
+                    remembered=bool(document.get("remember")),
+                )
+            )
+        return infos
+
+    def revoke(self, user: t.Any, handle: str) -> bool:
+        """End one session of ``user``, named by its handle (from
+        :meth:`sessions_of`). Returns whether it was live. One update."""
+        state = get_state(current_app)
+        user_id = _user_id(user)
+        query = {"user_id": user_id, "handle": str(handle), "purge_at": {"$gt": state.now()}}
+        return state.store.revoke(query, policy.REVOKED, state.now()) == 1
+
+
+def logout_everywhere(user: t.Any) -> int:
+    """End every session of ``user`` (a user object or its id) in the current
+    app. Returns how many ended. See :meth:`SingleSession.logout_everywhere`."""
+    return get_state(current_app).extension.logout_everywhere(user)
+
+
+def revocation() -> t.Any:
+    """Why this request's session cookie no longer works, as a
+    :class:`~single_session.sessions.Revocation`, or ``None``."""
+    session = _current_session()
+    return None if session is None else session.revocation
+
+
+def _user_id(user: t.Any) -> str:
+    if isinstance(user, str):
+        return user
+    get_id = getattr(user, "get_id", None)
+    if callable(get_id):
+        return str(get_id())
+    return str(user)
+
+
+def _current_session() -> ServerSession | None:
+    if not has_request_context():
+        return None
+    session = flask_session._get_current_object()  # type: ignore[attr-defined]
+    return session if isinstance(session, ServerSession) else None
+
+
+def _rotate(state: _State, session: ServerSession) -> None:
+    """Give the current session a new id, keeping everything else."""
+    from .sessions import insert_new
+
+    document = state.store.take(session.key)  # type: ignore[arg-type]
+    if document is None:
+        session.adopt(None, None, {})
+        session.had_cookie = True
+        return
+    sid = insert_new(state, document)
+    session.adopt(sid, document, session.stored)
+
+
+# -- request hooks ---------------------------------------------------------------
+
+
+def _before_request() -> None:
+    session = _current_session()
+    if session is None:
+        return
+    if session.unavailable is not None:
+        raise session.unavailable
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    state = get_state(app)
+    if session.revocation is not None:
+        revoked = session.revocation
+        session_revoked.send(
+            app,
+            handle=revoked.handle,
+            user_id=revoked.user_id,
+            reason=revoked.reason,
+            at=revoked.at,
+        )
+        messages = app.config["SINGLE_SESSION_REVOKED_MESSAGE"]
+        message = messages.get(revoked.reason) if isinstance(messages, dict) else messages
+        if message:
+            flash(message, "warning")
+    if session.remember_pending:
+        remember.restore(app, state, session, request)
+
+
+def _after_request(response: Response) -> Response:
+    session = _current_session()
+    if session is None or session.unavailable is not None:
+        return response
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    try:
+        get_state(app).persist(session)
+    except SessionStoreUnavailable as e:
+        # Here, unlike in save_session, the failure can still become the
+        # response: a 503, with no cookie set.
+        session.unavailable = e
+        return t.cast("Response", app.make_response(app.handle_user_exception(e)))
+    remember.update_cookie(app, session, request, response)
+    return response
+
+
+# -- Flask-Login receivers ---------------------------------------------------------
+
+
+def _on_user_logged_in(app: Flask, user: t.Any = None, **extra: t.Any) -> None:
+    session = _current_session()
+    if session is None or session.binding:
+        return
+    state = get_state(app)
+    user_id = session.get("_user_id")
+    if user_id is None:
+        return
+    wants_remember = session.pop("_remember", None) == "set"
+    seconds = session.pop("_remember_seconds", None)
+    stored = None
+    value = None
+    if wants_remember:
+        stored, value = remember.new_remember(app, state, state.now(), seconds)
+    try:
+        policy.bind(state, session, user, str(user_id), remember=stored)
+    except LoginDenied:
+        # Undo what login_user() wrote, so that the view sees an anonymous user.
+        for key in LOGIN_KEYS:
+            session.pop(key, None)
+        app.login_manager._update_request_context_with_user()  # type: ignore[attr-defined]
+        raise
+    if value is not None:
+        session.remember_cookie = ("set", value, stored["expires_at"])  # type: ignore[index]
+
+
+def _on_login_ended(app: Flask, **extra: t.Any) -> None:
+    session = _current_session()
+    if session is None or session.document is None:
+        return
+    if session.user_id is not None and dict.get(session, "_user_id") != session.user_id:
+        end_login(get_state(app), session)

@@ -1,0 +1,126 @@
+"""Binding a session to a user, and the per-user limit.
+
+A login stores the session under a fresh id, bound to the user, and then holds
+the user to ``SINGLE_SESSION_MAX_SESSIONS``:
+
+``"evict"`` (newest login wins)
+    Insert the new session, then read the user's live sessions ordered by
+    (login time, ``_id``) and revoke all but the N newest. The order key never
+    changes, so concurrent logins agree on who survives, and the last one to
+    read sees everyone: when all have finished, exactly the N newest are left.
+
+``"deny"`` (refuse new logins)
+    Admission is one atomic insert: each admitted session holds one of N slot
+    keys (``"<slot>:<user id>"``) under a unique index. N succeed, the rest get
+    :exc:`LoginDenied`, and nothing admitted is ever revoked by another login.
+"""
+
+from __future__ import annotations
+
+import typing as t
+from datetime import datetime
+
+from . import serialization
+from .exceptions import LoginDenied
+from .sessions import ServerSession
+from .sessions import insert_new
+from .sessions import new_document
+from .store import DuplicateKeyError
+
+if t.TYPE_CHECKING:
+    from .extension import _State
+
+#: Revocation reasons.
+SIGNED_IN_ELSEWHERE = "signed_in_elsewhere"
+LOGOUT_EVERYWHERE = "logout_everywhere"
+REVOKED = "revoked"
+REMEMBER_TOKEN_REUSED = "remember_token_reused"
+
+
+def bind(
+    state: _State,
+    session: ServerSession,
+    user: t.Any,
+    user_id: str,
+    *,
+    login_at: datetime | None = None,
+    remember: dict[str, t.Any] | None = None,
+) -> None:
+    """Store ``session`` (which already holds Flask-Login's keys) under a new id,
+    bound to ``user_id``, and apply the policy. Raises :exc:`LoginDenied`; the
+    session then keeps its old id and the user's other sessions are untouched."""
+    store = state.store
+    now = state.now()
+    stored = serialization.dump_data(session, state.max_size())
+    document = new_document(state, stored, now)
+    document["user_id"] = user_id
+    document["login_at"] = login_at or now
+    if remember is not None:
+        document["remember"] = remember
+        document["purge_at"] = max(document["purge_at"], remember["expires_at"])
+
+    old = session.document
+    if old is not None and old.get("user_id") == user_id:
+        # The same user logging in again on this device: its current session is
+        # being replaced, so it must not take a place (or a slot) from the new one.
+        store.delete(old["_id"])
+        session.adopt(None, None, {})
+        old = None
+
+    sid = _admit(state, document, user_id, state.limit_for(user), now)
+    if old is not None:
+        store.delete(old["_id"])
+        if old.get("remember") and remember is None:
+            session.remember_cookie = "delete"
+    session.adopt(sid, document, stored)
+    session.mark_written()
+
+
+def _admit(
+    state: _State,
+    document: dict[str, t.Any],
+    user_id: str,
+    limit: int | None,
+    now: datetime,
+) -> str:
+    store = state.store
+    if limit is None or state.on_limit() == "evict":
+        sid = insert_new(state, document)
+        if limit is not None:
+            live = store.user_sessions(user_id, now)
+            victims = [d["_id"] for d in live[limit:]]
+            if victims:
+                store.revoke(
+                    {"user_id": user_id, "_id": {"$in": victims}},
+                    SIGNED_IN_ELSEWHERE,
+                    now,
+                )
+        return sid
+
+    held = {d.get("slot_key") for d in store.user_sessions(user_id, now)}
+    for slot in range(limit):
+        slot_key = f"{slot}:{user_id}"
+        if slot_key in held:
+            continue
+        document["slot_key"] = slot_key
+        for attempt in range(2):
+            try:
+                return insert_new(state, document, attempts=1)
+            except DuplicateKeyError:
+                # Taken by a concurrent login, or by a session that expired and
+                # is not purged yet: free the latter and try once more.
+                if attempt == 0 and store.release_dead_slot(slot_key, now):
+                    continue
+                break
+    raise LoginDenied(user_id, limit)
+
+
+def revoke_all(
+    state: _State, user_id: str, reason: str, *, keep: str | None = None
+) -> int:
+    """Revoke every live session of ``user_id`` (but ``keep``); one update."""
+    now = state.now()
+    query: dict[str, t.Any] = {"user_id": user_id, "purge_at": {"$gt": now}}
+    if keep is not None:
+        query["_id"] = {"$ne": keep}
+    return state.store.revoke(query, reason, now)

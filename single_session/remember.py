@@ -1,0 +1,224 @@
+"""Remember me, per device and revocable.
+
+Flask-Login's own remember cookie holds the user id and an HMAC of it: the same
+value on every device of a user, valid until it expires, so it cannot be revoked
+for one device. Here the cookie (same name and settings, ``REMEMBER_COOKIE_*``)
+holds a per-device *series* and a *token*, both random and signed; the database
+keeps only their hashes, on the device's session document. Each use rotates the
+token. A token that was already rotated away (a copied cookie used after the
+real device, or the other way round) is treated as theft: that device's session
+and remember-me are revoked. A device whose session is revoked loses its
+remember-me with it.
+
+A restore works as Flask-Login's: the login is not fresh (``login_fresh()`` is
+False), ``user_loaded_from_cookie`` is sent, and the policy applies, with the
+device keeping its original login time (a restore does not jump the queue).
+"""
+
+from __future__ import annotations
+
+import logging
+import typing as t
+from datetime import datetime
+from datetime import timedelta
+from datetime import timezone
+
+from flask import g
+from flask_login.signals import user_loaded_from_cookie
+
+from .exceptions import LoginDenied
+from .policy import REMEMBER_TOKEN_REUSED
+from .policy import bind
+from .sessions import LOGIN_KEYS
+from .sessions import ServerSession
+from .tokens import hash_id
+from .tokens import new_id
+from .tokens import same_hash
+
+if t.TYPE_CHECKING:
+    from flask import Flask
+    from flask import Request
+    from flask import Response
+
+    from .extension import _State
+
+logger = logging.getLogger("single_session")
+
+#: A request that presents the token rotated away this recently is a parallel
+#: request of the same browser (several tabs after a restart), not a thief.
+ROTATION_GRACE = timedelta(seconds=30)
+
+
+def cookie_name(app: Flask) -> str:
+    return t.cast(str, app.config.get("REMEMBER_COOKIE_NAME", "remember_token"))
+
+
+def duration(app: Flask, seconds: float | None) -> timedelta:
+    if seconds is not None:
+        return timedelta(seconds=seconds)
+    value = app.config.get("REMEMBER_COOKIE_DURATION", timedelta(days=365))
+    if isinstance(value, (int, float)):
+        value = timedelta(seconds=value)
+    return t.cast(timedelta, value)
+
+
+def new_remember(
+    app: Flask, state: _State, now: datetime, seconds: float | None, series: str | None = None,
+    expires_at: datetime | None = None, previous: str | None = None,
+) -> tuple[dict[str, t.Any], str]:
+    """The stored part of a remember-me (hashes only) and the cookie value."""
+    series = series or new_id()
+    token = new_id()
+    lifetime = duration(app, seconds)
+    stored: dict[str, t.Any] = {
+        "series": hash_id(series),
+        "token": hash_id(token),
+        "expires_at": expires_at or now + lifetime,
+        "seconds": lifetime.total_seconds(),
+    }
+    if previous is not None:
+        stored["previous"] = previous
+        stored["rotated_at"] = now
+    signer = state.remember_signer.get(app)
+    assert signer is not None
+    return stored, signer.sign(series, token)
+
+
+def restore(app: Flask, state: _State, session: ServerSession, request: Request) -> None:
+    """Log the device in from its remember-me cookie, if it is valid."""
+    session.remember_pending = False
+    signer = state.remember_signer.get(app)
+    ids = signer.unsign(request.cookies.get(cookie_name(app), "")) if signer else None
+    if ids is None:
+        # Not ours: garbage, or Flask-Login's own user-id cookie. The "clear"
+        # that open_session left in the session makes Flask-Login ignore it and
+        # delete it.
+        session.remember_cookie = "delete"
+        return
+    series, token = ids
+    store = state.store
+    now = state.now()
+    document = store.find_remembered(hash_id(series), now)
+    if document is None or not isinstance(document.get("user_id"), str):
+        session.remember_cookie = "delete"
+        return
+    remembered = document["remember"]
+    token_hash = hash_id(token)
+    if not same_hash(str(remembered.get("token")), token_hash):
+        previous = remembered.get("previous")
+        rotated_at = remembered.get("rotated_at")
+        if (
+            isinstance(previous, str)
+            and same_hash(previous, token_hash)
+            and isinstance(rotated_at, datetime)
+            and now - _aware(rotated_at) < ROTATION_GRACE
+        ):
+            return
+        logger.warning(
+            "single_session: a remember-me token was used after it was rotated;"
+            " revoking that device of user %r.",
+            document["user_id"],
+        )
+        store.revoke(
+            {"_id": document["_id"], "user_id": document["user_id"]},
+            REMEMBER_TOKEN_REUSED,
+            now,
+        )
+        session.remember_cookie = "delete"
+        return
+
+    user_id = document["user_id"]
+    login_manager = app.login_manager  # type: ignore[attr-defined]
+    user = login_manager._user_callback(user_id) if login_manager._user_callback else None
+    if user is None:
+        session.remember_cookie = "delete"
+        return
+    if store.take_remembered(document["_id"], remembered["token"]) is None:
+        return  # a parallel request of this browser restored it first
+
+    dict.pop(session, "_remember", None)
+    session["_user_id"] = user_id
+    session["_fresh"] = False
+    stored, value = new_remember(
+        app,
+        state,
+        now,
+        remembered.get("seconds"),
+        series=series,
+        expires_at=_aware(remembered["expires_at"]),
+        previous=token_hash,
+    )
+    login_at = document.get("login_at")
+    try:
+        bind(
+            state,
+            session,
+            user,
+            user_id,
+            login_at=_aware(login_at) if isinstance(login_at, datetime) else None,
+            remember=stored,
+        )
+    except LoginDenied:
+        for key in LOGIN_KEYS:
+            dict.pop(session, key, None)
+        session.remember_cookie = "delete"
+        return
+    session.remember_cookie = ("set", value, stored["expires_at"])
+    if "_login_user" in g:
+        login_manager._update_request_context_with_user(user)
+    session.binding = True
+    try:
+        user_loaded_from_cookie.send(app, user=user)
+    finally:
+        session.binding = False
+
+
+def update_cookie(app: Flask, session: ServerSession, request: Request, response: Response) -> None:
+    """Put this library's remember-me cookie on the response, and never
+    Flask-Login's own user-id cookie (its deletions are kept)."""
+    name = cookie_name(app)
+    headers = response.headers.getlist("Set-Cookie")
+    ours = [h for h in headers if h.startswith(name + "=") and "Max-Age=0" not in h]
+    if ours:
+        response.headers.remove("Set-Cookie")
+        for header in headers:
+            if header not in ours:
+                response.headers.add("Set-Cookie", header)
+
+    config = app.config
+    domain = config.get("REMEMBER_COOKIE_DOMAIN")
+    path = config.get("REMEMBER_COOKIE_PATH", "/")
+    action = session.remember_cookie
+    if action == "delete":
+        if name in request.cookies:
+            response.delete_cookie(name, domain=domain, path=path)
+        return
+    value: str | None = None
+    expires: datetime | None = None
+    if isinstance(action, tuple):
+        _, value, expires = action
+    elif (
+        config.get("REMEMBER_COOKIE_REFRESH_EACH_REQUEST")
+        and name in request.cookies
+        and session.document is not None
+        and session.document.get("remember")
+    ):
+        value = request.cookies[name]
+        seconds = session.document["remember"].get("seconds")
+        expires = datetime.now(timezone.utc) + duration(app, seconds)
+    if value is None:
+        return
+    response.set_cookie(
+        name,
+        value,
+        expires=expires,
+        domain=domain,
+        path=path,
+        secure=config.get("REMEMBER_COOKIE_SECURE", False),
+        httponly=config.get("REMEMBER_COOKIE_HTTPONLY", True),
+        samesite=config.get("REMEMBER_COOKIE_SAMESITE"),
+    )
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)

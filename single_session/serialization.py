@@ -1,0 +1,83 @@
+"""How session contents are stored: one tagged-JSON string per key.
+
+Flask's :class:`~flask.json.tag.TaggedJSONSerializer` is what the cookie session
+uses, so every type that survives Flask's cookie session (dict, list, tuple,
+bytes, str, numbers, bool, None, datetime, UUID, Markup) survives here too,
+equal and of the same type. Nothing is pickled.
+
+Each top-level key is its own field under ``data``, so a save sends only the
+keys that changed (``$set`` / ``$unset``) and two requests that change different
+keys of one session do not undo each other's work. Field names are escaped
+because MongoDB gives ``.`` and a leading ``$`` a meaning of their own.
+"""
+
+from __future__ import annotations
+
+import typing as t
+from urllib.parse import unquote
+
+from flask.json.tag import TaggedJSONSerializer
+
+from .exceptions import SessionDataError
+from .exceptions import SessionTooLarge
+
+_serializer = TaggedJSONSerializer()
+
+
+def escape_key(key: str) -> str:
+    if key == "":
+        return "%"
+    return (
+        key.replace("%", "%25")
+        .replace(".", "%2E")
+        .replace("$", "%24")
+        .replace("\x00", "%00")
+    )
+
+
+def unescape_key(field: str) -> str:
+    if field == "%":
+        return ""
+    return unquote(field)
+
+
+def dump_value(key: str, value: t.Any) -> str:
+    try:
+        return _serializer.dumps(value)
+    except (TypeError, ValueError, OverflowError) as e:
+        raise SessionDataError(
+            f"The session value for key {key!r} cannot be stored: {e}. Store only"
+            " the types Flask's session supports (dict, list, tuple, bytes, str,"
+            " numbers, bool, None, datetime, UUID, Markup).",
+            key=key,
+        ) from e
+
+
+def dump_data(data: t.Mapping[str, t.Any], max_size: int | None) -> dict[str, str]:
+    """The stored form of a whole session. Raises :exc:`SessionDataError` naming
+    the first key whose value cannot be stored, or :exc:`SessionTooLarge`."""
+    stored: dict[str, str] = {}
+    size = 0
+    for key, value in data.items():
+        if not isinstance(key, str):
+            raise SessionDataError(
+                f"Session keys must be strings, got {key!r}.", key=repr(key)
+            )
+        field = escape_key(key)
+        text = dump_value(key, value)
+        stored[field] = text
+        size += len(field) + len(text.encode("utf-8", "surrogatepass"))
+    if max_size is not None and size > max_size:
+        raise SessionTooLarge(size, max_size)
+    return stored
+
+
+def load_data(stored: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
+    """The session contents of a stored ``data`` field. Raises ``ValueError`` for
+    anything this module did not write."""
+    data: dict[str, t.Any] = {}
+    for field, text in stored.items():
+        if not isinstance(field, str) or not isinstance(text, str):
+            raise ValueError("stored session field is not a string")
+        data[unescape_key(field)] = _serializer.loads(text)
+    return data

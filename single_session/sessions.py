@@ -1,0 +1,468 @@
+"""The session class and the Flask session interface.
+
+Flask calls :meth:`ServerSessionInterface.open_session` when a request starts and
+:meth:`~ServerSessionInterface.save_session` when its response is ready. Loading
+is one query by ``_id``. Writing to the database happens just before
+``save_session``, in an ``after_request`` function that the extension registers
+to run last (see :mod:`single_session.extension`): Flask turns an exception raised
+inside ``open_session`` or ``save_session`` into a 500, whereas an
+``after_request`` function may return another response, which is how a database
+failure becomes a real 503. ``save_session`` itself only sets or deletes the
+cookie, in the order Flask's own cookie session uses.
+"""
+
+from __future__ import annotations
+
+import logging
+import typing as t
+from dataclasses import dataclass
+from datetime import datetime
+from datetime import timezone
+
+from flask.sessions import SessionInterface
+from flask.sessions import SessionMixin
+from werkzeug.datastructures import CallbackDict
+
+from . import serialization
+from .exceptions import SessionStoreUnavailable
+from .tokens import hash_id
+
+if t.TYPE_CHECKING:
+    from flask import Flask
+    from flask import Request
+    from flask import Response
+
+    from .extension import _State
+
+logger = logging.getLogger("single_session")
+
+
+@dataclass(frozen=True)
+class Revocation:
+    """Why and when the session this request's cookie named was revoked."""
+
+    #: ``"signed_in_elsewhere"``, ``"logout_everywhere"``, ``"revoked"`` or
+    #: ``"remember_token_reused"``.
+    reason: str
+    #: When it was revoked (aware, UTC).
+    at: datetime
+    #: The user the session belonged to.
+    user_id: str | None
+    #: The revoked session's handle (as in :meth:`SingleSession.sessions_of`).
+    handle: str | None
+
+
+class ServerSession(CallbackDict, SessionMixin):  # type: ignore[type-arg]
+    """A session whose contents live in MongoDB. It behaves as Flask's
+    :class:`~flask.sessions.SecureCookieSession` does (``modified``,
+    ``accessed``, ``permanent``) and adds what the server knows about it."""
+
+    #: Set when the session's contents change (as Flask's cookie session does).
+    modified = False
+    #: Set when the session is read or written; adds ``Vary: Cookie``.
+    accessed = False
+    changes = 0
+
+    def __init__(self, initial: t.Mapping[str, t.Any] | None = None) -> None:
+        def on_update(self: ServerSession) -> None:
+            self.modified = True
+            self.accessed = True
+            self.changes += 1
+
+        super().__init__(initial, on_update)
+        #: The session id (the secret in the cookie), or ``None`` while nothing
+        #: is stored for this session.
+        self.sid: str | None = None
+        #: The stored document, as loaded or last written.
+        self.document: dict[str, t.Any] | None = None
+        #: The stored form of each key (to send only what changed).
+        self.stored: dict[str, str] = {}
+        #: Set when the request's cookie named a session that was revoked.
+        self.revocation: Revocation | None = None
+        #: Set when the database failed while this session was loaded or saved.
+        self.unavailable: SessionStoreUnavailable | None = None
+        #: The request came with a session cookie (ours or not).
+        self.had_cookie = False
+        #: The id changed in this request, so the cookie must be set.
+        self.sid_changed = False
+        #: What to do with the remember-me cookie: ``None``, ``"delete"`` or
+        #: ``("set", value, seconds)``.
+        self.remember_cookie: t.Any = None
+        #: The request carries a remember-me cookie that may restore a login.
+        self.remember_pending = False
+        #: A login is being bound by the extension itself (not by the app).
+        self.binding = False
+        #: Counts changes, so a second write in one request happens only if
+        #: the session changed after the first.
+        self.changes = 0
+        self.written = False
+        self.written_changes = 0
+
+    def __getitem__(self, key: str) -> t.Any:
+        self.accessed = True
+        return super().__getitem__(key)
+
+    def get(self, key: str, default: t.Any = None) -> t.Any:
+        self.accessed = True
+        return super().get(key, default)
+
+    def setdefault(self, key: str, default: t.Any = None) -> t.Any:
+        self.accessed = True
+        return super().setdefault(key, default)
+
+    def mark_written(self) -> None:
+        self.written = True
+        self.written_changes = self.changes
+
+    @property
+    def key(self) -> str | None:
+        """The stored document's ``_id`` (the hash of :attr:`sid`)."""
+        return None if self.document is None else t.cast(str, self.document["_id"])
+
+    @property
+    def user_id(self) -> str | None:
+        """The user the stored session is bound to."""
+        return None if self.document is None else self.document.get("user_id")
+
+    def adopt(self, sid: str | None, document: dict[str, t.Any] | None, stored: dict[str, str]) -> None:
+        """Point this session at another stored document (or none)."""
+        self.sid_changed = self.sid_changed or sid != self.sid
+        self.sid = sid
+        self.document = document
+        self.stored = stored
+
+
+_REQUIRED_DATES = ("created_at", "seen_at", "expires_at", "purge_at")
+
+
+def _aware(value: t.Any) -> datetime:
+    if not isinstance(value, datetime):
+        raise ValueError("not a date")
+    if value.tzinfo is None:
+        # BSON dates are UTC; a naive one can only come from a driver without
+        # tz_aware. Read it as UTC rather than fail.
+        value = value.replace(tzinfo=timezone.utc)
+    return value
+
+
+def session_from_document(document: dict[str, t.Any]) -> ServerSession:
+    """A session from a live stored document. Raises ``ValueError`` (or
+    ``TypeError``/``KeyError``) if the document is malformed."""
+    stored = document["data"]
+    if not isinstance(stored, dict):
+        raise ValueError("data is not a dict")
+    for name in _REQUIRED_DATES:
+        document[name] = _aware(document[name])
+    if not isinstance(document.get("handle"), str):
+        raise ValueError("handle is not a string")
+    data = serialization.load_data(stored)
+    user_id = document.get("user_id")
+    if user_id is not None:
+        document["login_at"] = _aware(document["login_at"])
+        if not isinstance(user_id, str) or data.get("_user_id") != user_id:
+            raise ValueError("bound user does not match the session's user")
+    remember = document.get("remember")
+    if remember is not None:
+        if not isinstance(remember, dict) or not isinstance(remember.get("token"), str):
+            raise ValueError("remember is malformed")
+        remember["expires_at"] = _aware(remember["expires_at"])
+    session = ServerSession(data)
+    session.document = document
+    session.stored = dict(stored)
+    return session
+
+
+def revocation_from_document(document: dict[str, t.Any]) -> Revocation | None:
+    revoked = document.get("revoked")
+    if not isinstance(revoked, dict):
+        return None
+    try:
+        at = _aware(revoked.get("at"))
+    except ValueError:
+        at = datetime.now(timezone.utc)
+    user_id = revoked.get("user_id")
+    handle = document.get("handle")
+    return Revocation(
+        reason=str(revoked.get("reason", "revoked")),
+        at=at,
+        user_id=user_id if isinstance(user_id, str) else None,
+        handle=handle if isinstance(handle, str) else None,
+    )
+
+
+class ServerSessionInterface(SessionInterface):
+    """Flask's session interface, backed by the app's :class:`SingleSession`."""
+
+    session_class = ServerSession
+
+    def open_session(self, app: Flask, request: Request) -> ServerSession | None:
+        state = _state(app)
+        signer = state.session_signer.get(app)
+        if signer is None:
+            # No SECRET_KEY: Flask's null session explains what is missing.
+            return None
+        session = self._load(app, state, request, signer)
+        # Flask-Login would honour a remember cookie on its own (the same cookie
+        # for every device of a user). Block its path; the extension restores
+        # logins from its own per-device token in a before_request function.
+        remember_name = app.config.get("REMEMBER_COOKIE_NAME", "remember_token")
+        if remember_name in request.cookies and "_user_id" not in session:
+            dict.__setitem__(session, "_remember", "clear")
+            session.remember_pending = session.unavailable is None
+        return session
+
+    def _load(
+        self, app: Flask, state: _State, request: Request, signer: t.Any
+    ) -> ServerSession:
+        value = request.cookies.get(self.get_cookie_name(app))
+        if value is None:
+            return self.session_class()
+        ids = signer.unsign(value)
+        if ids is None:
+            # A bad signature costs no database query.
+            return _stale_session()
+        sid = ids[0]
+        key = hash_id(sid)
+        try:
+            document = state.store.load(key, state.now())
+            if document is None:
+                # Absent, expired or never ours: never adopt the id. An expired
+                # document that the TTL monitor has not removed yet goes now.
+                state.store.discard(key)
+                return _stale_session()
+            revocation = revocation_from_document(document)
+            if revocation is not None:
+                session = _stale_session()
+                session.revocation = revocation
+                return session
+            try:
+                session = session_from_document(document)
+            except (ValueError, TypeError, KeyError) as e:
+                logger.warning("single_session removed a malformed session document: %s", e)
+                state.store.delete(key)
+                return _stale_session()
+        except SessionStoreUnavailable as e:
+            session = self.session_class()
+            session.unavailable = e
+            session.had_cookie = True
+            return session
+        session.sid = sid
+        session.had_cookie = True
+        return session
+
+    def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
+        assert isinstance(session, ServerSession)
+        state = _state(app)
+        if session.accessed:
+            response.vary.add("Cookie")
+        if session.unavailable is not None:
+            return
+        # The database work is done by now (see the module docstring); a session
+        # changed after it, by an after_request function registered even later,
+        # is written here.
+        state.persist(session)
+        name = self.get_cookie_name(app)
+        domain = self.get_cookie_domain(app)
+        path = self.get_cookie_path(app)
+        secure = self.get_cookie_secure(app)
+        partitioned = self.get_cookie_partitioned(app)
+        samesite = self.get_cookie_samesite(app)
+        httponly = self.get_cookie_httponly(app)
+
+        if session.sid is None:
+            if session.had_cookie or session.modified:
+                response.delete_cookie(
+                    name,
+                    domain=domain,
+                    path=path,
+                    secure=secure,
+                    partitioned=partitioned,
+                    samesite=samesite,
+                    httponly=httponly,
+                )
+                response.vary.add("Cookie")
+            return
+
+        if not (session.sid_changed or self.should_set_cookie(app, session)):
+            return
+        signer = state.session_signer.get(app)
+        assert signer is not None
+        response.set_cookie(
+            name,
+            signer.sign(session.sid),
+            expires=self.get_expiration_time(app, session),
+            httponly=httponly,
+            domain=domain,
+            path=path,
+            secure=secure,
+            partitioned=partitioned,
+            samesite=samesite,
+        )
+        response.vary.add("Cookie")
+
+
+def _stale_session() -> ServerSession:
+    """A fresh anonymous session for a request whose cookie named no live session:
+    the cookie is replaced or deleted when the response goes out."""
+    session = ServerSession()
+    session.had_cookie = True
+    return session
+
+
+def _state(app: Flask) -> _State:
+    from .extension import get_state
+
+    return get_state(app)
+
+
+#: The keys Flask-Login keeps in the session for a login.
+LOGIN_KEYS = ("_user_id", "_fresh", "_id", "_remember", "_remember_seconds")
+
+
+def new_document(
+    state: _State, stored: dict[str, str], now: datetime
+) -> dict[str, t.Any]:
+    """A new session document (its ``_id`` is set when it is inserted)."""
+    idle = state.idle_lifetime()
+    absolute = state.absolute_lifetime()
+    expires_at = now + idle
+    document: dict[str, t.Any] = {
+        "handle": new_handle(),
+        "data": stored,
+        "created_at": now,
+        "seen_at": now,
+    }
+    if absolute is not None:
+        document["absolute_expires_at"] = now + absolute
+        expires_at = min(expires_at, now + absolute)
+    document["expires_at"] = expires_at
+    document["purge_at"] = expires_at
+    device = state.device()
+    if device is not None:
+        document["device"] = device
+    return document
+
+
+def new_handle() -> str:
+    """The opaque name of a session shown to users and operators; not its id."""
+    from .tokens import new_id
+
+    return new_id()[:22]
+
+
+def refresh_expiry(document: dict[str, t.Any], state: _State, now: datetime) -> dict[str, t.Any]:
+    """The fields a touch writes: last seen, and the expiry that slides with it."""
+    expires_at = now + state.idle_lifetime()
+    absolute = document.get("absolute_expires_at")
+    if isinstance(absolute, datetime):
+        expires_at = min(expires_at, _aware(absolute))
+    purge_at = expires_at
+    remember = document.get("remember")
+    if isinstance(remember, dict) and isinstance(remember.get("expires_at"), datetime):
+        purge_at = max(purge_at, _aware(remember["expires_at"]))
+    return {"seen_at": now, "expires_at": expires_at, "purge_at": purge_at}
+
+
+def insert_new(state: _State, document: dict[str, t.Any], attempts: int = 3) -> str:
+    """Insert ``document`` under a new session id and return the id. A taken id
+    (astronomically unlikely with 256 random bits, but cheap to handle) gets a new
+    one, a bounded number of times."""
+    from .store import DuplicateKeyError
+    from .tokens import new_id
+
+    for attempt in range(attempts):
+        sid = new_id()
+        document["_id"] = hash_id(sid)
+        try:
+            state.store.insert(document)
+        except DuplicateKeyError:
+            if attempt == attempts - 1:
+                raise
+            continue
+        return sid
+    raise AssertionError("unreachable")
+
+
+def write_session(state: _State, session: ServerSession) -> None:
+    """Bring the stored session in line with ``session``: insert it, update what
+    changed, or delete it. Called once per request (again only if the session
+    changed after that)."""
+    if session.unavailable is not None:
+        return
+    if session.written and session.changes == session.written_changes:
+        return
+    now = state.now()
+    store = state.store
+    document = session.document
+    user_id = dict.get(session, "_user_id")
+
+    if document is not None and document.get("user_id") is not None and user_id != document["user_id"]:
+        # The login ended (logout_user, "strong" session protection, or the app
+        # removed the key): the bound session goes; what is left of the data
+        # continues as a new anonymous session under a new id.
+        end_login(state, session)
+        document = None
+    elif user_id is not None and (document is None or document.get("user_id") is None):
+        logger.warning(
+            "single_session dropped a '_user_id' that was not set by"
+            " flask_login.login_user(); log users in with login_user()."
+        )
+        for key in LOGIN_KEYS:
+            dict.pop(session, key, None)
+
+    if not session:
+        if document is not None:
+            store.delete(document["_id"])
+            session.adopt(None, None, {})
+        session.mark_written()
+        return
+
+    if document is None:
+        stored = serialization.dump_data(session, state.max_size())
+        document = new_document(state, stored, now)
+        sid = insert_new(state, document)
+        session.adopt(sid, document, stored)
+        session.mark_written()
+        return
+
+    set_: dict[str, t.Any] = {}
+    unset: dict[str, t.Any] = {}
+    stored = session.stored
+    if session.modified:
+        stored = serialization.dump_data(session, state.max_size())
+        for field, text in stored.items():
+            if session.stored.get(field) != text:
+                set_["data." + field] = text
+        for field in session.stored:
+            if field not in stored:
+                unset["data." + field] = ""
+    touch_due = now - document["seen_at"] >= state.touch_interval()
+    if not (set_ or unset or touch_due):
+        session.mark_written()
+        return
+    expiry = refresh_expiry(document, state, now)
+    set_.update(expiry)
+    if store.update_live(document["_id"], now, set_, unset):
+        document.update(expiry)
+        document["data"] = stored
+        session.stored = stored
+    else:
+        # Revoked, logged out or expired while this request ran: it stays gone.
+        if document.get("remember"):
+            session.remember_cookie = "delete"
+        session.adopt(None, None, {})
+        session.had_cookie = True
+    session.mark_written()
+
+
+def end_login(state: _State, session: ServerSession) -> None:
+    """Delete the session bound to a login that ended; the data left in
+    ``session`` will be stored again, unbound, under a new id."""
+    document = session.document
+    if document is None:
+        return
+    state.store.delete(document["_id"])
+    if document.get("remember"):
+        session.remember_cookie = "delete"
+    session.adopt(None, None, {})
+    session.had_cookie = True

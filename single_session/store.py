@@ -1,0 +1,306 @@
+"""The only module that speaks pymongo.
+
+Every call runs under ``pymongo.timeout`` so that a database that is down or slow
+costs a request at most ``SINGLE_SESSION_TIMEOUT`` seconds, and a failure to reach
+it becomes :exc:`SessionStoreUnavailable` (a 503). Idempotent calls are tried a
+second time, within the same time budget, after a transient network error.
+
+Every query is served by an index this module creates (see :data:`INDEXES`):
+sessions are found by ``_id`` (the hash of the session id), a user's sessions by
+``user_id``, a remembered device by ``remember.series``, a "deny" slot by
+``slot_key``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import typing as t
+from datetime import datetime
+
+import pymongo
+from bson.codec_options import CodecOptions
+from pymongo import ReadPreference
+from pymongo import WriteConcern
+from pymongo.errors import AutoReconnect
+from pymongo.errors import ConnectionFailure
+from pymongo.errors import DuplicateKeyError
+from pymongo.errors import OperationFailure
+from pymongo.errors import PyMongoError
+
+from .exceptions import IndexConflict
+from .exceptions import SessionStoreUnavailable
+
+if t.TYPE_CHECKING:
+    from pymongo.collection import Collection
+
+logger = logging.getLogger("single_session")
+
+Document = dict[str, t.Any]
+T = t.TypeVar("T")
+
+#: The indexes the library needs: name, keys, options.
+INDEXES: list[tuple[str, list[tuple[str, int]], dict[str, t.Any]]] = [
+    # A user's sessions, in login order (eviction, listing, logout everywhere).
+    ("single_session_user", [("user_id", 1), ("login_at", 1)], {"sparse": True}),
+    # Leftovers (expired sessions, tombstones) are removed by MongoDB itself.
+    ("single_session_purge", [("purge_at", 1)], {"expireAfterSeconds": 0}),
+    # A remembered device, found by the series of its remember-me cookie.
+    (
+        "single_session_remember",
+        [("remember.series", 1)],
+        {"unique": True, "sparse": True},
+    ),
+    # Under SINGLE_SESSION_ON_LIMIT="deny": N slots per user, claimed by insert.
+    ("single_session_slot", [("slot_key", 1)], {"unique": True, "sparse": True}),
+]
+
+#: The fields a tombstone loses: it keeps only why and when it was revoked.
+_TOMBSTONE_UNSET = {
+    "data": "",
+    "user_id": "",
+    "login_at": "",
+    "remember": "",
+    "slot_key": "",
+    "device": "",
+}
+
+# Codes of an index that exists with other options or other keys.
+_INDEX_CONFLICT_CODES = {85, 86}
+
+
+def _is_transient(error: PyMongoError) -> bool:
+    return isinstance(error, ConnectionFailure) or bool(getattr(error, "timeout", False))
+
+
+class SessionStore:
+    """Session documents in one MongoDB collection.
+
+    :param collection: a pymongo ``Collection`` (or one with its API), or a
+        callable that returns one; the callable is called lazily, once per
+        process, so that a client built from a URI is never shared across a fork.
+    :param timeout: seconds every database call may take.
+    """
+
+    def __init__(
+        self,
+        collection: Collection[Document] | t.Callable[[], Collection[Document]],
+        timeout: float,
+    ) -> None:
+        self._source = collection
+        self.timeout = timeout
+        self._collection: Collection[Document] | None = None
+        self._pid: int | None = None
+        self._lock = threading.Lock()
+        self._indexes_ready = False
+
+    # -- plumbing ---------------------------------------------------------
+
+    @property
+    def collection(self) -> Collection[Document]:
+        """The library's handle: primary reads, majority writes, aware datetimes,
+        whatever the client's own defaults are."""
+        if self._collection is None or self._pid != os.getpid():
+            with self._lock:
+                if self._collection is None or self._pid != os.getpid():
+                    source = self._source
+                    raw = source() if callable(source) and not hasattr(source, "find_one") else source
+                    self._collection = raw.with_options(  # type: ignore[union-attr]
+                        codec_options=CodecOptions(tz_aware=True),
+                        read_preference=ReadPreference.PRIMARY,
+                        write_concern=WriteConcern("majority"),
+                    )
+                    self._pid = os.getpid()
+                    self._indexes_ready = False
+        return self._collection
+
+    def _call(self, fn: t.Callable[[], T], *, retry: bool) -> T:
+        try:
+            with pymongo.timeout(self.timeout):
+                try:
+                    return fn()
+                except AutoReconnect:  # includes NetworkTimeout
+                    if not retry:
+                        raise
+                    # Idempotent: safe to send again, within what is left of the budget.
+                    return fn()
+        except PyMongoError as e:
+            if _is_transient(e):
+                raise SessionStoreUnavailable() from e
+            raise
+
+    def ensure_indexes(self) -> None:
+        """Create the indexes the library needs (idempotent). Raises
+        :exc:`IndexConflict` if one exists under the same name with other options."""
+        collection = self.collection
+        for name, keys, options in INDEXES:
+            try:
+                self._call(
+                    lambda: collection.create_index(keys, name=name, **options),
+                    retry=True,
+                )
+            except OperationFailure as e:
+                if e.code in _INDEX_CONFLICT_CODES:
+                    raise IndexConflict(
+                        f"The collection {collection.full_name!r} has an index that"
+                        f" conflicts with {name!r} ({e.details and e.details.get('errmsg')})."
+                        f" Drop it with db.{collection.name}.dropIndex({name!r}) and"
+                        " run 'flask single-session create-indexes'."
+                    ) from e
+                raise
+        self._indexes_ready = True
+
+    def _ensure_indexes_once(self) -> None:
+        # Lazily, on the first write, so that init_app never waits for the
+        # database. A failure is logged and tried again on the next write.
+        if self._indexes_ready:
+            return
+        try:
+            self.ensure_indexes()
+        except SessionStoreUnavailable:
+            raise
+        except IndexConflict:
+            raise
+        except PyMongoError as e:
+            logger.warning("single_session could not create its indexes: %s", e)
+
+    # -- one session ------------------------------------------------------
+
+    def load(self, key: str, now: datetime) -> Document | None:
+        """The session ``key`` if it is live or a tombstone; one query by ``_id``.
+
+        Expiry is part of the query: a document past its ``expires_at`` is absent
+        whether or not MongoDB's TTL monitor has removed it yet.
+        """
+        query = {
+            "_id": key,
+            "$or": [{"revoked": {"$exists": True}}, {"expires_at": {"$gt": now}}],
+        }
+        return self._call(lambda: self.collection.find_one(query), retry=True)
+
+    def discard(self, key: str) -> None:
+        """Remove a document that is expired or malformed; keeps tombstones and
+        remembered devices (their remember-me outlives the session)."""
+        query = {"_id": key, "revoked": {"$exists": False}, "remember": {"$exists": False}}
+        self._call(lambda: self.collection.delete_one(query), retry=True)
+
+    def insert(self, document: Document) -> None:
+        """Insert a new session; raises ``DuplicateKeyError`` on a taken
+        ``_id``, ``remember.series`` or ``slot_key``."""
+        self._ensure_indexes_once()
+        collection = self.collection
+        try:
+            self._call(lambda: collection.insert_one(document), retry=False)
+        except SessionStoreUnavailable as e:
+            # The insert may have happened; find out rather than guess.
+            if isinstance(e.__cause__, AutoReconnect):
+                found = self._call(
+                    lambda: collection.find_one({"_id": document["_id"]}, {"_id": 1}),
+                    retry=True,
+                )
+                if found is not None:
+                    return
+            raise
+
+    def update_live(
+        self, key: str, now: datetime, set_: Document, unset: Document
+    ) -> bool:
+        """Update a session that is still live; never upserts, so a session that
+        was revoked, logged out or expired meanwhile stays gone. Returns whether
+        it was found."""
+        update: Document = {"$set": set_}
+        if unset:
+            update["$unset"] = unset
+        query = {"_id": key, "revoked": {"$exists": False}, "expires_at": {"$gt": now}}
+        result = self._call(
+            lambda: self.collection.update_one(query, update, upsert=False), retry=True
+        )
+        return result.matched_count == 1
+
+    def delete(self, key: str) -> bool:
+        result = self._call(lambda: self.collection.delete_one({"_id": key}), retry=True)
+        return result.deleted_count == 1
+
+    def take(self, key: str) -> Document | None:
+        """Remove a session and return it (to store it again under a new id)."""
+        query = {"_id": key, "revoked": {"$exists": False}}
+        return self._call(lambda: self.collection.find_one_and_delete(query), retry=True)
+
+    # -- remember me -------------------------------------------------------
+
+    def find_remembered(self, series: str, now: datetime) -> Document | None:
+        query = {
+            "remember.series": series,
+            "remember.expires_at": {"$gt": now},
+            "revoked": {"$exists": False},
+        }
+        return self._call(lambda: self.collection.find_one(query), retry=True)
+
+    def take_remembered(self, key: str, token: str) -> Document | None:
+        """Remove the remembered session ``key`` if ``token`` is still its
+        current token: of two requests that use one token, only one gets it."""
+        query = {"_id": key, "remember.token": token, "revoked": {"$exists": False}}
+        return self._call(lambda: self.collection.find_one_and_delete(query), retry=True)
+
+    # -- a user's sessions -------------------------------------------------
+
+    def user_sessions(self, user_id: str, now: datetime) -> list[Document]:
+        """The user's live sessions (a remembered device counts while its
+        remember-me is valid), newest login first."""
+        query = {"user_id": user_id, "purge_at": {"$gt": now}}
+        cursor = self.collection.find(
+            query,
+            sort=[("login_at", pymongo.DESCENDING), ("_id", pymongo.DESCENDING)],
+        )
+        return self._call(lambda: list(cursor.clone()), retry=True)
+
+    def revoke(
+        self,
+        query: Document,
+        reason: str,
+        now: datetime,
+    ) -> int:
+        """Turn the live sessions that match ``query`` (which names a user) into
+        tombstones; returns how many. Idempotent."""
+        query = {**query, "revoked": {"$exists": False}}
+        update = {
+            "$set": {
+                "revoked": {"reason": reason, "at": now, "user_id": query.get("user_id")}
+            },
+            "$unset": _TOMBSTONE_UNSET,
+        }
+        result = self._call(
+            lambda: self.collection.update_many(query, update), retry=True
+        )
+        return result.modified_count
+
+    def release_dead_slot(self, slot_key: str, now: datetime) -> bool:
+        """Free a "deny" slot whose session has expired but is not purged yet."""
+        query = {"slot_key": slot_key, "purge_at": {"$lte": now}}
+        result = self._call(
+            lambda: self.collection.update_one(query, {"$unset": {"slot_key": ""}}),
+            retry=True,
+        )
+        return result.modified_count == 1
+
+    # -- operators ---------------------------------------------------------
+
+    def counts(self) -> dict[str, int]:
+        c = self.collection
+        total = self._call(lambda: c.count_documents({}), retry=True)
+        bound = self._call(
+            lambda: c.count_documents({"user_id": {"$exists": True}}), retry=True
+        )
+        tombstones = self._call(
+            lambda: c.count_documents({"revoked": {"$exists": True}}), retry=True
+        )
+        return {
+            "sessions": total - tombstones,
+            "bound": bound,
+            "anonymous": total - tombstones - bound,
+            "tombstones": tombstones,
+        }
+
+
+__all__ = ["SessionStore", "DuplicateKeyError", "INDEXES"]

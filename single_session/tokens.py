@@ -1,0 +1,87 @@
+"""Session ids and remember-me tokens: how they are made, signed and hashed."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import typing as t
+
+from itsdangerous import BadSignature
+from itsdangerous import Signer
+
+if t.TYPE_CHECKING:
+    from flask import Flask
+
+#: 32 random bytes, URL-safe base64 without padding: 43 characters.
+_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{43}")
+#: A signed value is never longer than this; longer cookies are rejected
+#: before any work is done on them.
+_MAX_SIGNED_LENGTH = 200
+
+
+def new_id() -> str:
+    """A new random 256-bit secret, URL-safe."""
+    return secrets.token_urlsafe(32)
+
+
+def hash_id(secret: str) -> str:
+    """What the database stores in place of a secret: its SHA-256, hex encoded.
+
+    The ids are 256-bit random values, so an unsalted fast hash is enough: read
+    access to the collection does not reveal a usable id.
+    """
+    return hashlib.sha256(secret.encode("ascii")).hexdigest()
+
+
+def same_hash(a: str, b: str) -> bool:
+    return hmac.compare_digest(a.encode(), b.encode())
+
+
+class IdSigner:
+    """Signs and checks random ids with the app's ``SECRET_KEY`` and
+    ``SECRET_KEY_FALLBACKS`` (itsdangerous key rotation: the newest key signs,
+    every key verifies)."""
+
+    def __init__(self, keys: list[str | bytes], salt: str, parts: int = 1) -> None:
+        self._signer = Signer(keys, salt=salt, digest_method=hashlib.sha256)  # type: ignore[arg-type]
+        self._parts = parts
+
+    def sign(self, *ids: str) -> str:
+        return self._signer.sign(".".join(ids)).decode("ascii")
+
+    def unsign(self, value: str) -> list[str] | None:
+        """The ids in a signed cookie value, or ``None`` if it is not one of ours."""
+        if not value or len(value) > _MAX_SIGNED_LENGTH or not value.isascii():
+            return None
+        try:
+            payload = self._signer.unsign(value).decode("ascii")
+        except (BadSignature, UnicodeDecodeError):
+            return None
+        ids = payload.split(".")
+        if len(ids) != self._parts or not all(_ID_PATTERN.fullmatch(i) for i in ids):
+            return None
+        return ids
+
+
+class SignerCache:
+    """Keeps one signer per set of keys, so a request does not build a new one."""
+
+    def __init__(self, salt: str, parts: int = 1) -> None:
+        self._salt = salt
+        self._parts = parts
+        self._cached: tuple[tuple[t.Any, ...], IdSigner] | None = None
+
+    def get(self, app: Flask) -> IdSigner | None:
+        if not app.secret_key:
+            return None
+        fallbacks = app.config.get("SECRET_KEY_FALLBACKS") or []
+        # itsdangerous wants the keys oldest first and the newest (signing) last.
+        keys = (*fallbacks, app.secret_key)
+        cached = self._cached
+        if cached is not None and cached[0] == keys:
+            return cached[1]
+        signer = IdSigner(list(keys), self._salt, self._parts)
+        self._cached = (keys, signer)
+        return signer
