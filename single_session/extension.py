@@ -15,6 +15,7 @@ from flask import flash
 from flask import has_request_context
 from flask import request
 from flask import session as flask_session
+from flask.globals import request_ctx
 from flask_login.signals import session_protected
 from flask_login.signals import user_loaded_from_cookie
 from flask_login.signals import user_logged_in
@@ -347,7 +348,11 @@ def _user_id(user: t.Any) -> str:
 def _current_session() -> ServerSession | None:
     if not has_request_context():
         return None
-    session = flask_session._get_current_object()  # type: ignore[attr-defined]
+    # Read the context's session directly: the flask.session proxy would mark
+    # it accessed and add "Vary: Cookie" to responses that never touched it.
+    session = getattr(request_ctx._get_current_object(), "_session", None)  # type: ignore[attr-defined]
+    if session is None:
+        session = flask_session._get_current_object()  # type: ignore[attr-defined]
     return session if isinstance(session, ServerSession) else None
 
 

@@ -137,7 +137,9 @@ class Clock:
         self.offset += timedelta(**kwargs)
 
 
-def make_app(collection: t.Any, **config: t.Any) -> Flask:
+def make_app(collection: t.Any, *, cookie_session: bool = False, **config: t.Any) -> Flask:
+    """The test app. With ``cookie_session``, the same app on Flask's own cookie
+    session, to compare behaviour with."""
     app = Flask(__name__)
     app.config.update(SECRET_KEY="test secret", TESTING=True, **config)
     login_manager = LoginManager(app)
@@ -146,8 +148,10 @@ def make_app(collection: t.Any, **config: t.Any) -> Flask:
     def load_user(user_id: str) -> User | None:
         return USERS.get(user_id)
 
-    ext = SingleSession(app, collection=collection)
-    app.extensions["single_session"].clock = Clock()
+    if not cookie_session:
+        ext = SingleSession(app, collection=collection)
+        app.extensions["single_session"].clock = Clock()
+        app.extensions["test_ext"] = ext
 
     @app.post("/login/<name>")
     def login(name: str) -> t.Any:
@@ -188,7 +192,6 @@ def make_app(collection: t.Any, **config: t.Any) -> Flask:
     def plain() -> str:
         return "plain"
 
-    app.extensions["test_ext"] = ext
     return app
 
 

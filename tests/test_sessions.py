@@ -1,0 +1,438 @@
+"""The session interface behaves like Flask's cookie session, with the data on
+the server (promises 1, 2, 3, 8, 9, 11 and 12)."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import timedelta
+
+import pytest
+from conftest import make_app
+from conftest import stored
+from flask import session
+from pymongo import ReadPreference
+from werkzeug.http import parse_cookie
+
+from single_session import SessionDataError
+from single_session import SessionTooLarge
+from single_session import SingleSession
+
+
+def cookie_value(client, name="session"):
+    cookie = client.get_cookie(name)
+    return None if cookie is None else cookie.value
+
+
+def set_cookie_headers(response, name="session"):
+    return [h for h in response.headers.getlist("Set-Cookie") if h.startswith(name + "=")]
+
+
+def test_cookieless_requests_write_nothing(app, collection):
+    client = app.test_client()
+    for _ in range(200):
+        response = client.get("/plain")
+        assert response.status_code == 200
+        assert "Set-Cookie" not in response.headers
+    for _ in range(200):
+        # Reading an empty session does not create one either.
+        client.get("/get/cart")
+    assert collection.ops() == []
+    assert stored(collection) == []
+
+
+def test_nothing_stored_until_the_session_holds_something(app, collection):
+    client = app.test_client()
+    response = client.post("/set/cart", json=[1, 2])
+    assert response.status_code == 200
+    docs = stored(collection)
+    assert len(docs) == 1
+    sid_cookie = cookie_value(client)
+    assert sid_cookie
+    assert client.get("/get/cart").json == {"value": [1, 2]}
+
+
+def test_the_database_holds_only_a_hash_of_the_id(app, collection):
+    client = app.test_client()
+    client.post("/set/k", json="v")
+    signed = cookie_value(client)
+    sid = signed.rsplit(".", 1)[0]
+    (doc,) = stored(collection)
+    assert doc["_id"] == hashlib.sha256(sid.encode()).hexdigest()
+    assert sid not in repr(doc)
+    # 256 random bits, URL-safe base64.
+    assert len(sid) == 43
+
+
+def test_one_indexed_read_per_ordinary_request(app, collection):
+    client = app.test_client()
+    client.post("/login/alice")
+    client.get("/me")
+    collection.reset()
+    for _ in range(5):
+        assert client.get("/me").json["user"] == "alice"
+    assert collection.ops() == ["find_one"] * 5
+    for name, query in collection.log:
+        assert set(query) == {"_id", "$or"}
+
+
+def test_unmodified_session_is_touched_only_after_the_interval(app, collection, clock):
+    client = app.test_client()
+    client.post("/set/k", json=1)
+    (before,) = stored(collection)
+    clock.advance(seconds=30)
+    collection.reset()
+    client.get("/get/k")
+    assert collection.ops() == ["find_one"]
+    clock.advance(seconds=31)
+    collection.reset()
+    client.get("/get/k")
+    assert collection.ops() == ["find_one", "update_one"]
+    (after,) = stored(collection)
+    assert after["seen_at"] > before["seen_at"]
+    assert after["expires_at"] > before["expires_at"]
+
+
+def test_a_write_sends_only_the_keys_that_changed(app, collection):
+    client = app.test_client()
+    client.post("/set/a", json=1)
+    client.post("/set/b", json=2)
+    collection.reset()
+    client.post("/set/b", json=3)
+    ((name, _),) = [entry for entry in collection.log if entry[0] == "update_one"]
+    (doc,) = stored(collection)
+    assert client.get("/get/a").json == {"value": 1}
+    assert client.get("/get/b").json == {"value": 3}
+    assert set(doc["data"]) == {"a", "b"}
+
+
+def test_two_requests_changing_different_keys_keep_both(app, collection):
+    # Flask's cookie session would keep only the last response's cookie.
+    client = app.test_client()
+    client.post("/set/base", json=0)
+    with app.test_request_context():
+        pass
+    first = app.test_client()
+    second = app.test_client()
+    value = cookie_value(client)
+    first.set_cookie("session", value)
+    second.set_cookie("session", value)
+    first.post("/set/a", json="from first")
+    second.post("/set/b", json="from second")
+    assert client.get("/get/a").json == {"value": "from first"}
+    assert client.get("/get/b").json == {"value": "from second"}
+
+
+def test_emptied_session_is_deleted_with_its_cookie(app, collection):
+    @app.post("/clear")
+    def clear():
+        session.clear()
+        return "cleared"
+
+    client = app.test_client()
+    client.post("/set/k", json=1)
+    response = client.post("/clear")
+    (header,) = set_cookie_headers(response)
+    assert "Expires=Thu, 01 Jan 1970" in header
+    assert stored(collection) == []
+    assert "Cookie" in response.headers["Vary"]
+
+
+def test_vary_cookie_follows_flasks_rules(collection):
+    # Flask-Login's after_request reads the session on every request, so with
+    # it even Flask's cookie session varies on Cookie; compare rather than guess.
+    ours = make_app(collection)
+    flasks = make_app(collection, cookie_session=True)
+    for app in (ours, flasks):
+
+        @app.get("/untouched")
+        def untouched():
+            return "x"
+
+    def vary(app, path):
+        client = app.test_client()
+        client.post("/set/x", json=1)
+        return "Cookie" in client.get(path).headers.get("Vary", "")
+
+    for path in ("/untouched", "/get/x", "/me"):
+        assert vary(ours, path) == vary(flasks, path), path
+    assert vary(ours, "/get/x")
+
+
+def test_permanent_session_cookie_expiry_and_refresh(collection):
+    app = make_app(collection, PERMANENT_SESSION_LIFETIME=timedelta(hours=2))
+
+    @app.post("/permanent")
+    def permanent():
+        session.permanent = True
+        session["x"] = 1
+        return "ok"
+
+    client = app.test_client()
+    response = client.post("/permanent")
+    (header,) = set_cookie_headers(response)
+    assert "Expires=" in header
+    collection.reset()
+    # SESSION_REFRESH_EACH_REQUEST: the cookie is set again, with no write.
+    response = client.get("/get/x")
+    assert set_cookie_headers(response)
+    assert collection.ops() == ["find_one"]
+    app.config["SESSION_REFRESH_EACH_REQUEST"] = False
+    assert not set_cookie_headers(client.get("/get/x"))
+
+
+def test_non_permanent_session_is_a_browser_session_cookie(app):
+    client = app.test_client()
+    (header,) = set_cookie_headers(client.post("/set/x", json=1))
+    assert "Expires=" not in header
+    # Not refreshed on reads: the cookie only changes when the session does.
+    assert not set_cookie_headers(client.get("/get/x"))
+
+
+def test_cookie_attributes_follow_flask_config(collection):
+    app = make_app(
+        collection,
+        SESSION_COOKIE_NAME="sid",
+        SESSION_COOKIE_SECURE=True,
+        SESSION_COOKIE_SAMESITE="Strict",
+        SESSION_COOKIE_PATH="/app",
+    )
+    response = app.test_client().post("/set/x", json=1)
+    (header,) = set_cookie_headers(response, "sid")
+    assert "Secure" in header and "SameSite=Strict" in header and "Path=/app" in header
+    assert "HttpOnly" in header
+
+
+def test_invalid_samesite_is_rejected_as_flask_does(collection):
+    app = make_app(collection, SESSION_COOKIE_SAMESITE="Sometimes")
+    app.testing = False
+    response = app.test_client().post("/set/x", json=1)
+    assert response.status_code == 500
+
+
+def test_missing_secret_key_gives_flasks_error(collection):
+    app = make_app(collection)
+    app.config["SECRET_KEY"] = None
+    with pytest.raises(RuntimeError, match="session is unavailable because no secret key"):
+        app.test_client().post("/set/x", json=1)
+    assert stored(collection) == []
+
+
+def test_secret_key_rotation(collection):
+    app = make_app(collection)
+    client = app.test_client()
+    client.post("/set/x", json="kept")
+    app.config["SECRET_KEY_FALLBACKS"] = ["test secret"]
+    app.config["SECRET_KEY"] = "new secret"
+    assert client.get("/get/x").json == {"value": "kept"}
+    app.config["SECRET_KEY_FALLBACKS"] = []
+    assert client.get("/get/x").json == {"value": None}
+
+
+def test_modified_and_accessed_flags_match_flask(collection):
+    def flags_of(app):
+        seen = {}
+
+        @app.get("/flags")
+        def flags():
+            seen["start"] = session.modified
+            session.get("x")
+            seen["after_read"] = (session.modified, session.accessed)
+            session["y"] = 1
+            seen["after_write"] = (session.modified, session.accessed)
+            return "ok"
+
+        app.test_client().get("/flags")
+        return seen
+
+    ours = flags_of(make_app(collection))
+    assert ours == flags_of(make_app(collection, cookie_session=True))
+    assert ours["after_write"] == (True, True)
+
+
+def test_nested_change_needs_modified_like_flask(app):
+    @app.post("/append")
+    def append():
+        session["items"].append(len(session["items"]))
+        return "ok"
+
+    @app.post("/append-modified")
+    def append_modified():
+        session["items"].append(len(session["items"]))
+        session.modified = True
+        return "ok"
+
+    client = app.test_client()
+    client.post("/set/items", json=[])
+    client.post("/append")
+    assert client.get("/get/items").json == {"value": []}
+    client.post("/append-modified")
+    assert client.get("/get/items").json == {"value": [0]}
+
+
+def test_saving_never_upserts_a_session_that_vanished_during_the_request(app, collection):
+    @app.post("/vanish-then-write")
+    def vanish_then_write():
+        session.get("x")  # loaded...
+        collection._inner.delete_many({})  # ...then removed by someone else
+        session["y"] = 2
+        return "ok"
+
+    client = app.test_client()
+    client.post("/set/x", json=1)
+    collection.reset()
+    response = client.post("/vanish-then-write")
+    assert response.status_code == 200
+    assert stored(collection) == []
+    assert "update_one" in collection.ops()
+    assert "insert_one" not in collection.ops()
+    (header,) = set_cookie_headers(response)
+    assert "Expires=Thu, 01 Jan 1970" in header
+
+
+def test_a_signed_but_unknown_id_is_never_adopted(app, collection):
+    victim = app.test_client()
+    victim.post("/set/x", json=1)
+    forged = cookie_value(victim)
+    collection._inner.delete_many({})
+    attacker = app.test_client()
+    attacker.set_cookie("session", forged)
+    attacker.post("/set/y", json=2)
+    assert cookie_value(attacker) != forged
+    (doc,) = stored(collection)
+    sid = forged.rsplit(".", 1)[0]
+    assert doc["_id"] != hashlib.sha256(sid.encode()).hexdigest()
+
+
+@pytest.mark.parametrize(
+    "cookie",
+    [
+        "",
+        "garbage",
+        "a" * 8192,
+        "abc\x00def",
+        "not.signed.at.all",
+        '{"$ne": null}',
+    ],
+)
+def test_bad_cookies_give_a_fresh_session_without_a_query(app, collection, cookie):
+    client = app.test_client()
+    collection.reset()
+    response = client.get("/get/x", headers={"Cookie": "session=" + cookie})
+    assert response.status_code == 200
+    assert response.json == {"value": None}
+    assert collection.ops() == []
+
+
+def test_tampered_and_other_salt_cookies(app, collection):
+    from itsdangerous import Signer
+
+    client = app.test_client()
+    client.post("/set/x", json=1)
+    good = cookie_value(client)
+    sid, sig = good.rsplit(".", 1)
+    other_salt = Signer("test secret", salt="cookie-session").sign(sid).decode()
+    for bad in (sid + "." + sig[:-2] + "AA", sid, other_salt):
+        other = app.test_client()
+        other.set_cookie("session", bad)
+        collection.reset()
+        assert other.get("/get/x").json == {"value": None}
+        assert collection.ops() == []
+
+
+def test_unstorable_value_names_the_key_and_keeps_the_session(app, collection):
+    @app.post("/bad")
+    def bad():
+        session["ok"] = "changed"
+        session["bad"] = {1, 2}
+        return "ok"
+
+    client = app.test_client()
+    client.post("/set/ok", json="original")
+    with pytest.raises(SessionDataError, match="'bad'"):
+        client.post("/bad")
+    assert client.get("/get/ok").json == {"value": "original"}
+
+
+def test_session_over_the_size_limit(collection):
+    app = make_app(collection, SINGLE_SESSION_MAX_SIZE=1000)
+    client = app.test_client()
+    client.post("/set/small", json="x")
+    with pytest.raises(SessionTooLarge, match="1000 bytes"):
+        client.post("/set/big", json="y" * 2000)
+    assert client.get("/get/big").json == {"value": None}
+    assert client.get("/get/small").json == {"value": "x"}
+
+
+def test_idle_expiry_is_checked_at_read_time(app, collection, clock, monkeypatch):
+    # mongomock deletes TTL-expired documents on every access; MongoDB's TTL
+    # monitor runs about once a minute. Turn the emulation off so the expired
+    # document is still there when the request comes.
+    import mongomock.store
+
+    monkeypatch.setattr(
+        mongomock.store.CollectionStore, "_remove_expired_documents", lambda self: None
+    )
+    client = app.test_client()
+    client.post("/set/x", json=1)
+    clock.advance(days=32)  # PERMANENT_SESSION_LIFETIME is 31 days
+    # Make the stored expiry really past for the store's own clock as well.
+    collection._inner.update_many(
+        {}, {"$set": {"expires_at": clock() - timedelta(days=1)}}
+    )
+    assert len(stored(collection)) == 1  # still stored...
+    assert client.get("/get/x").json == {"value": None}  # ...but treated as absent
+
+
+def test_absolute_lifetime(collection, monkeypatch):
+    app = make_app(collection, SINGLE_SESSION_ABSOLUTE_LIFETIME=3600, SINGLE_SESSION_TOUCH_INTERVAL=0)
+    clock = app.extensions["single_session"].clock
+    client = app.test_client()
+    client.post("/set/x", json=1)
+    for _ in range(3):
+        clock.advance(minutes=19)
+        assert client.get("/get/x").json == {"value": 1}
+    (doc,) = stored(collection)
+    # Sliding idle expiry never goes past the absolute one.
+    assert doc["expires_at"] == doc["absolute_expires_at"]
+    clock.advance(minutes=25)  # 82 minutes after creation, active all along
+    assert client.get("/get/x").json == {"value": None}
+
+
+def test_handle_reads_primary_and_writes_majority(app):
+    with app.app_context():
+        handle = app.extensions["single_session"].store.collection
+    assert handle.read_preference == ReadPreference.PRIMARY
+    assert handle.write_concern.document == {"w": "majority"}
+    assert handle.codec_options.tz_aware
+
+
+def test_init_app_needs_a_collection_or_uri():
+    from flask import Flask
+
+    from single_session import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="SINGLE_SESSION_MONGODB_URI"):
+        SingleSession(Flask(__name__))
+
+
+def test_second_registration_is_refused(app, collection):
+    with pytest.raises(RuntimeError, match="already been registered"):
+        SingleSession(app, collection=collection)
+
+
+def test_init_app_pattern(collection):
+    from flask import Flask
+
+    ext = SingleSession(collection=collection)
+    app = Flask(__name__)
+    app.secret_key = "k"
+    ext.init_app(app)
+    assert app.extensions["single_session"].extension is ext
+
+
+def test_cookie_payload_is_only_the_signed_id(app):
+    client = app.test_client()
+    client.post("/set/secret", json="do not send me")
+    value = cookie_value(client)
+    assert "do not send me" not in value
+    assert parse_cookie(f"session={value}")["session"] == value
