@@ -1,0 +1,281 @@
+"""Remember me, per device and revocable (promise 6)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from conftest import Recorder
+from conftest import USERS
+from conftest import make_app
+from conftest import stored
+from flask import request
+from flask_login import fresh_login_required
+from flask_login import login_remembered
+from flask_login import login_user
+from flask_login.signals import user_loaded_from_cookie
+from flask_login.utils import encode_cookie
+
+from single_session import logout_everywhere
+
+
+def who(client):
+    return client.get("/me").json
+
+
+def restart_browser(client):
+    """Drop the browser-session cookie, keep the persistent remember cookie."""
+    client.delete_cookie("session")
+
+
+def remember_cookie(client, name="remember_token"):
+    cookie = client.get_cookie(name)
+    return None if cookie is None else cookie.value
+
+
+def test_remembered_login_survives_a_browser_restart_not_fresh(app, collection):
+    loaded = Recorder(user_loaded_from_cookie, app)
+
+    @app.get("/sensitive")
+    @fresh_login_required
+    def sensitive():
+        return "sensitive"
+
+    @app.get("/remembered")
+    def remembered():
+        return {"remembered": login_remembered()}
+
+    client = app.test_client()
+    client.post("/login/alice?remember=1")
+    assert client.get("/sensitive").status_code == 200
+    restart_browser(client)
+    assert who(client) == {"user": "alice", "fresh": False}
+    assert len(loaded.calls) == 1 and loaded.calls[0]["user"].id == "alice"
+    # Flask-Login asks for the password again for a restored login.
+    assert client.get("/sensitive").status_code == 401
+    # The restored session continues normally, without more restores.
+    assert who(client)["user"] == "alice"
+    assert len(loaded.calls) == 1
+    assert len(stored(collection, user_id="alice")) == 1
+
+
+def test_the_cookie_holds_no_user_id_and_the_database_only_hashes(app, collection):
+    client = app.test_client()
+    client.post("/login/alice?remember=1")
+    value = remember_cookie(client)
+    assert "alice" not in value
+    series, token = value.rsplit(".", 1)[0].split(".")
+    (doc,) = stored(collection)
+    assert series not in repr(doc) and token not in repr(doc)
+
+
+def test_token_rotates_on_each_use(app):
+    client = app.test_client()
+    client.post("/login/alice?remember=1")
+    first = remember_cookie(client)
+    restart_browser(client)
+    who(client)
+    second = remember_cookie(client)
+    assert second != first
+    restart_browser(client)
+    assert who(client)["user"] == "alice"
+    assert remember_cookie(client) != second
+
+
+def test_replayed_old_token_is_theft_and_revokes_the_device(app, clock, collection):
+    device = app.test_client()
+    device.post("/login/alice?remember=1")
+    stolen = remember_cookie(device)
+    restart_browser(device)
+    who(device)  # the real device uses (and rotates) its token
+    clock.advance(minutes=5)
+    thief = app.test_client()
+    thief.set_cookie("remember_token", stolen)
+    assert who(thief)["user"] is None
+    # The device that was copied is signed out too, remember-me included.
+    assert who(device)["user"] is None
+    restart_browser(device)
+    assert who(device)["user"] is None
+    (tombstone,) = [d for d in stored(collection) if "revoked" in d]
+    assert tombstone["revoked"]["reason"] == "remember_token_reused"
+    assert "remember" not in tombstone and "data" not in tombstone
+
+
+def test_parallel_restores_of_one_browser_are_not_theft(app, collection):
+    tab1 = app.test_client()
+    tab1.post("/login/alice?remember=1")
+    old = remember_cookie(tab1)
+    restart_browser(tab1)
+    tab2 = app.test_client()
+    tab2.set_cookie("remember_token", old)
+    assert who(tab1)["user"] == "alice"  # rotates
+    # A second tab sent the old token at the same time: not a thief.
+    assert who(tab2)["user"] is None
+    assert who(tab1)["user"] == "alice"
+    assert "revoked" not in stored(collection)[0]
+
+
+def test_a_device_signed_out_by_a_later_login_cannot_come_back(app):
+    phone = app.test_client()
+    phone.post("/login/alice?remember=1")
+    laptop = app.test_client()
+    laptop.post("/login/alice")
+    restart_browser(phone)
+    assert who(phone)["user"] is None
+    assert remember_cookie(phone) is None
+    assert who(laptop)["user"] == "alice"
+
+
+def test_logout_everywhere_ends_remember_me(app):
+    phone = app.test_client()
+    phone.post("/login/alice?remember=1")
+    with app.app_context():
+        assert logout_everywhere("alice") == 1
+    restart_browser(phone)
+    assert who(phone)["user"] is None
+
+
+def test_revoke_ends_remember_me(collection):
+    app = make_app(collection, SINGLE_SESSION_MAX_SESSIONS=None)
+    ext = app.extensions["test_ext"]
+    phone, laptop = app.test_client(), app.test_client()
+    phone.post("/login/alice?remember=1")
+    laptop.post("/login/alice")
+    with app.app_context():
+        handle = next(s.handle for s in ext.sessions_of("alice") if s.remembered)
+        assert ext.revoke("alice", handle)
+    restart_browser(phone)
+    assert who(phone)["user"] is None
+    assert who(laptop)["user"] == "alice"
+
+
+def test_logout_deletes_the_remember_cookie(app, collection):
+    client = app.test_client()
+    client.post("/login/alice?remember=1")
+    client.post("/logout")
+    assert remember_cookie(client) is None
+    assert stored(collection) == []
+
+
+def test_flask_logins_own_cookie_is_not_honoured(app):
+    # The same value on every device of a user: it cannot be revoked, so it
+    # must not log anyone in.
+    with app.test_request_context():
+        legacy = encode_cookie("alice")
+    client = app.test_client()
+    client.set_cookie("remember_token", legacy)
+    assert who(client)["user"] is None
+    assert remember_cookie(client) is None
+
+
+def test_flask_login_never_sets_its_own_cookie(collection):
+    app = make_app(collection, REMEMBER_COOKIE_REFRESH_EACH_REQUEST=True)
+    client = app.test_client()
+    client.post("/login/alice")  # not remembered
+    response = client.get("/me")
+    assert not any(h.startswith("remember_token=") for h in response.headers.getlist("Set-Cookie"))
+    assert remember_cookie(client) is None
+
+
+def test_refresh_each_request_keeps_our_value(collection):
+    app = make_app(collection, REMEMBER_COOKIE_REFRESH_EACH_REQUEST=True)
+    client = app.test_client()
+    client.post("/login/alice?remember=1")
+    value = remember_cookie(client)
+    response = client.get("/me")
+    (header,) = [h for h in response.headers.getlist("Set-Cookie") if h.startswith("remember_token=")]
+    assert header.startswith(f"remember_token={value};")
+
+
+def test_remember_cookie_settings_and_duration(collection):
+    app = make_app(
+        collection,
+        REMEMBER_COOKIE_NAME="keep_me",
+        REMEMBER_COOKIE_SECURE=True,
+        REMEMBER_COOKIE_SAMESITE="Lax",
+        REMEMBER_COOKIE_DURATION=timedelta(days=7),
+    )
+
+    @app.post("/login-short")
+    def login_short():
+        login_user(USERS["bob"], remember=True, duration=timedelta(hours=1))
+        return "ok"
+
+    client = app.test_client()
+    response = client.post("/login/alice?remember=1")
+    (header,) = [h for h in response.headers.getlist("Set-Cookie") if h.startswith("keep_me=")]
+    assert "Secure" in header and "SameSite=Lax" in header and "HttpOnly" in header
+    (doc,) = stored(collection, user_id="alice")
+    remaining = doc["remember"]["expires_at"] - doc["created_at"]
+    assert timedelta(days=6, hours=23) < remaining <= timedelta(days=7)
+
+    other = app.test_client()
+    other.post("/login-short")
+    (doc,) = stored(collection, user_id="bob")
+    assert doc["remember"]["expires_at"] - doc["created_at"] <= timedelta(hours=1)
+    restart_browser(other)
+    assert who(other)["user"] == "bob"
+
+
+def test_expired_remember_me_does_not_restore(app, clock):
+    client = app.test_client()
+    client.post("/login/alice?remember=1")
+    clock.advance(days=366)
+    restart_browser(client)
+    assert who(client)["user"] is None
+
+
+def test_remembered_device_outlives_its_idle_session(app, clock, collection):
+    client = app.test_client()
+    client.post("/login/alice?remember=1")
+    clock.advance(days=40)  # past the 31-day idle lifetime
+    # The session cookie alone no longer works, but the device is remembered.
+    assert who(client) == {"user": "alice", "fresh": False}
+
+
+def test_restore_goes_through_the_policy(collection):
+    app = make_app(collection, SINGLE_SESSION_ON_LIMIT="deny")
+    phone = app.test_client()
+    phone.post("/login/alice?remember=1")
+    restart_browser(phone)
+    # The device's own slot is handed over to its restored session.
+    assert who(phone)["user"] == "alice"
+    laptop = app.test_client()
+    assert laptop.post("/login/alice").status_code == 409
+
+
+def test_restored_session_keeps_its_place_in_login_order(collection):
+    app = make_app(collection, SINGLE_SESSION_MAX_SESSIONS=2)
+    phone, laptop = app.test_client(), app.test_client()
+    phone.post("/login/alice?remember=1")
+    laptop.post("/login/alice")
+    restart_browser(phone)
+    assert who(phone)["user"] == "alice"
+    tablet = app.test_client()
+    tablet.post("/login/alice")
+    # The phone logged in first: it is the one evicted, restore or not.
+    assert who(phone)["user"] is None
+    assert who(laptop)["user"] == "alice"
+
+
+def test_user_deleted_meanwhile(app):
+    from conftest import USERS as users
+
+    client = app.test_client()
+    client.post("/login/carol?remember=1")
+    carol = users.pop("carol")
+    try:
+        restart_browser(client)
+        assert who(client)["user"] is None
+        assert remember_cookie(client) is None
+    finally:
+        users["carol"] = carol
+
+
+def test_restore_uses_request_ip(app, collection):
+    client = app.test_client()
+    client.post("/login/alice?remember=1")
+    restart_browser(client)
+    client.get("/me", environ_base={"REMOTE_ADDR": "10.0.0.7"})
+    (doc,) = stored(collection, user_id="alice")
+    assert doc["device"]["ip"] == "10.0.0.7"
+    assert request is not None
