@@ -249,11 +249,10 @@ class SessionStore:
         """The user's live sessions (a remembered device counts while its
         remember-me is valid), newest login first."""
         query = {"user_id": user_id, "purge_at": {"$gt": now}}
-        cursor = self.collection.find(
-            query,
-            sort=[("login_at", pymongo.DESCENDING), ("_id", pymongo.DESCENDING)],
+        order = [("login_at", pymongo.DESCENDING), ("_id", pymongo.DESCENDING)]
+        return self._call(
+            lambda: list(self.collection.find(query, sort=order)), retry=True
         )
-        return self._call(lambda: list(cursor.clone()), retry=True)
 
     def revoke(
         self,

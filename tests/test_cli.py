@@ -1,0 +1,61 @@
+"""``flask single-session`` commands."""
+
+from __future__ import annotations
+
+from conftest import make_app
+
+
+def test_cli_commands(collection):
+    app = make_app(collection, SINGLE_SESSION_MAX_SESSIONS=None)
+    runner = app.test_cli_runner()
+    phone = app.test_client()
+    phone.post("/login/alice", headers={"User-Agent": "Phone/1.0"})
+    app.test_client().post("/login/alice?remember=1", headers={"User-Agent": "Laptop/2.0"})
+    app.test_client().post("/set/cart", json=[1])
+
+    result = runner.invoke(args=["single-session", "list", "alice"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 2
+    assert "Laptop/2.0" in lines[0] and "remembered" in lines[0]
+    assert "Phone/1.0" in lines[1] and "127.0.0.1" in lines[1]
+
+    result = runner.invoke(args=["single-session", "stats"])
+    assert result.output.split("\n")[:4] == [
+        "sessions: 3",
+        "bound: 2",
+        "anonymous: 1",
+        "tombstones: 0",
+    ]
+
+    result = runner.invoke(args=["single-session", "logout-everywhere", "alice"])
+    assert result.exit_code == 0
+    assert "Ended 2 session(s) of user 'alice'." in result.output
+    assert phone.get("/me").json["user"] is None
+
+    result = runner.invoke(args=["single-session", "stats"])
+    assert "tombstones: 2" in result.output and "bound: 0" in result.output
+
+    result = runner.invoke(args=["single-session", "list", "alice"])
+    assert "No live sessions for user 'alice'." in result.output
+
+
+def test_create_indexes(collection):
+    app = make_app(collection)
+    result = app.test_cli_runner().invoke(args=["single-session", "create-indexes"])
+    assert result.exit_code == 0, result.output
+    indexes = collection._inner.index_information()
+    assert {
+        "single_session_user",
+        "single_session_purge",
+        "single_session_remember",
+        "single_session_slot",
+    } <= set(indexes)
+    assert indexes["single_session_purge"]["expireAfterSeconds"] == 0
+
+
+def test_help_lists_the_commands(collection):
+    app = make_app(collection)
+    result = app.test_cli_runner().invoke(args=["single-session", "--help"])
+    for command in ("list", "logout-everywhere", "stats", "create-indexes"):
+        assert command in result.output

@@ -1,0 +1,109 @@
+"""The policy holds under concurrent logins (promise 5).
+
+Threads are released together by a barrier. The collection is wrapped so that
+calls are serialised (mongomock is not thread-safe) and each waits a little
+before it runs, which widens the windows between one login's insert and its
+read of the user's sessions.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+import typing as t
+
+import pytest
+from conftest import make_app
+from conftest import run_together
+from conftest import stored
+
+LOGINS = 12
+
+
+class SlowSerialCollection:
+    def __init__(self, inner: t.Any, lock: threading.Lock | None = None, log: list | None = None) -> None:
+        self._inner = inner
+        self._lock = lock or threading.Lock()
+        self.inserted: list[dict[str, t.Any]] = [] if log is None else log
+
+    def with_options(self, **kwargs: t.Any) -> SlowSerialCollection:
+        return SlowSerialCollection(self._inner.with_options(**kwargs), self._lock, self.inserted)
+
+    def __getattr__(self, name: str) -> t.Any:
+        attr = getattr(self._inner, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: t.Any, **kwargs: t.Any) -> t.Any:
+            time.sleep(random.uniform(0.001, 0.004))
+            with self._lock:
+                result = attr(*args, **kwargs)
+                if name == "find":
+                    result = list(result)
+                if name == "insert_one":
+                    self.inserted.append(dict(args[0]))
+                return result
+
+        return call
+
+
+@pytest.fixture
+def slow(raw_collection):
+    return SlowSerialCollection(raw_collection)
+
+
+def who(client):
+    return client.get("/me").json["user"]
+
+
+@pytest.mark.parametrize("limit", [1, 2, 3])
+def test_concurrent_logins_leave_exactly_the_newest(slow, raw_collection, limit):
+    app = make_app(slow, SINGLE_SESSION_MAX_SESSIONS=limit)
+    clients = [app.test_client() for _ in range(LOGINS)]
+    results = run_together(*[lambda c=c: c.post("/login/alice") for c in clients])
+    assert all(r.status_code == 200 for r in results), results
+    logins = [d for d in slow.inserted if d.get("user_id") == "alice"]
+    assert len(logins) == LOGINS
+    newest = sorted(logins, key=lambda d: (d["login_at"], d["_id"]))[-limit:]
+    survivors = stored(raw_collection, user_id="alice")
+    assert sorted(d["_id"] for d in survivors) == sorted(d["_id"] for d in newest)
+    alive = [c for c in clients if who(c) == "alice"]
+    assert len(alive) == limit
+
+
+@pytest.mark.parametrize("limit", [1, 3])
+def test_concurrent_logins_under_deny_admit_exactly_n(slow, raw_collection, limit):
+    app = make_app(slow, SINGLE_SESSION_MAX_SESSIONS=limit, SINGLE_SESSION_ON_LIMIT="deny")
+    clients = [app.test_client() for _ in range(LOGINS)]
+    results = run_together(*[lambda c=c: c.post("/login/alice") for c in clients])
+    codes = [r.status_code for r in results]
+    assert codes.count(200) == limit and codes.count(409) == LOGINS - limit
+    admitted = [c for c, code in zip(clients, codes) if code == 200]
+    refused = [c for c, code in zip(clients, codes) if code == 409]
+    # No admitted login was revoked by a concurrent one; no refused one got in.
+    assert all(who(c) == "alice" for c in admitted)
+    assert all(who(c) is None for c in refused)
+    assert len(stored(raw_collection, user_id="alice")) == limit
+
+
+def test_concurrent_logins_of_different_users_do_not_interfere(slow, raw_collection):
+    app = make_app(slow)
+    names = ["alice", "bob", "carol"] * 4
+    clients = [app.test_client() for _ in names]
+    run_together(*[lambda c=c, n=n: c.post(f"/login/{n}") for c, n in zip(clients, names)])
+    for name in ("alice", "bob", "carol"):
+        assert len(stored(raw_collection, user_id=name)) == 1
+
+
+def test_concurrent_requests_on_one_session_keep_every_key(slow, raw_collection):
+    app = make_app(slow)
+    first = app.test_client()
+    first.post("/set/start", json=0)
+    value = first.get_cookie("session").value
+    clients = [app.test_client() for _ in range(8)]
+    for client in clients:
+        client.set_cookie("session", value)
+    run_together(*[lambda c=c, i=i: c.post(f"/set/k{i}", json=i) for i, c in enumerate(clients)])
+    for i in range(8):
+        assert first.get(f"/get/k{i}").json == {"value": i}

@@ -1,0 +1,145 @@
+"""A revoked device is told why, and nothing brings its session back
+(promises 3 and 7)."""
+
+from __future__ import annotations
+
+import threading
+
+from conftest import Recorder
+from conftest import make_app
+from conftest import stored
+from flask import get_flashed_messages
+from flask import session
+
+import single_session
+from single_session import logout_everywhere
+from single_session import session_revoked
+
+
+def who(client):
+    return client.get("/me").json["user"]
+
+
+def test_evicted_device_learns_why(app, collection):
+    revoked = Recorder(session_revoked, app)
+    seen = {}
+
+    @app.get("/login-page")
+    def login_page():
+        reason = single_session.revocation()
+        seen["reason"] = reason and reason.reason
+        seen["messages"] = get_flashed_messages(with_categories=True)
+        return "login page"
+
+    phone, laptop = app.test_client(), app.test_client()
+    phone.post("/login/alice")
+    laptop.post("/login/alice")
+    phone.get("/login-page")
+    assert seen["reason"] == "signed_in_elsewhere"
+    assert seen["messages"] == [
+        ("warning", "You were signed out because your account signed in on another device.")
+    ]
+    (call,) = revoked.calls
+    assert call["reason"] == "signed_in_elsewhere" and call["user_id"] == "alice"
+    assert call["handle"]
+    # Told once: the next request is just anonymous.
+    phone.get("/login-page")
+    assert seen["reason"] is None and seen["messages"] == []
+    assert len(revoked.calls) == 1
+
+
+def test_tombstone_keeps_only_the_reason(app, collection):
+    phone, laptop = app.test_client(), app.test_client()
+    phone.post("/login/alice")
+    phone.post("/set/secret", json="x")
+    laptop.post("/login/alice")
+    (tombstone,) = [d for d in stored(collection) if "revoked" in d]
+    assert tombstone["revoked"]["reason"] == "signed_in_elsewhere"
+    for field in ("data", "user_id", "remember", "device"):
+        assert field not in tombstone
+    # It goes when the session would have expired.
+    assert tombstone["purge_at"] > tombstone["revoked"]["at"]
+
+
+def test_message_can_be_turned_off_or_changed(collection):
+    app = make_app(collection, SINGLE_SESSION_REVOKED_MESSAGE=None)
+
+    @app.get("/messages")
+    def messages():
+        return {"messages": get_flashed_messages()}
+
+    phone, laptop = app.test_client(), app.test_client()
+    phone.post("/login/alice")
+    laptop.post("/login/alice")
+    assert phone.get("/messages").json == {"messages": []}
+    # With nothing to keep, the stale cookie is simply deleted.
+    assert phone.get_cookie("session") is None
+
+    app2 = make_app(collection, SINGLE_SESSION_REVOKED_MESSAGE="Signed out.")
+
+    @app2.get("/messages")
+    def messages2():
+        return {"messages": get_flashed_messages()}
+
+    phone, laptop = app2.test_client(), app2.test_client()
+    phone.post("/login/alice")
+    with app2.app_context():
+        logout_everywhere("alice")
+    assert phone.get("/messages").json == {"messages": ["Signed out."]}
+
+
+def test_logout_everywhere_reason(app):
+    revoked = Recorder(session_revoked, app)
+    phone = app.test_client()
+    phone.post("/login/alice")
+    with app.app_context():
+        logout_everywhere("alice")
+    assert who(phone) is None
+    assert revoked.calls[0]["reason"] == "logout_everywhere"
+
+
+def test_in_flight_request_does_not_bring_a_revoked_session_back(app, collection):
+    entered = threading.Event()
+    release = threading.Event()
+
+    @app.post("/slow-write")
+    def slow_write():
+        session.get("x")
+        entered.set()
+        assert release.wait(10)
+        session["written_after_revocation"] = True
+        return "ok"
+
+    phone, laptop = app.test_client(), app.test_client()
+    phone.post("/login/alice")
+    result = {}
+
+    def slow():
+        result["response"] = phone.post("/slow-write")
+
+    thread = threading.Thread(target=slow)
+    thread.start()
+    assert entered.wait(10)
+    laptop.post("/login/alice")  # evicts the phone while its request runs
+    release.set()
+    thread.join(10)
+    assert result["response"].status_code == 200
+    assert who(phone) is None
+    # No document for the phone came back, with or without the late write.
+    docs = stored(collection)
+    assert [d["user_id"] for d in docs if "user_id" in d] == ["alice"]
+    assert not any("written_after_revocation" in d.get("data", {}) for d in docs)
+    (tombstone,) = [d for d in docs if "revoked" in d]
+    assert "data" not in tombstone
+
+
+def test_revoked_cookie_costs_one_query_then_none(app, collection):
+    phone, laptop = app.test_client(), app.test_client()
+    phone.post("/login/alice")
+    laptop.post("/login/alice")
+    collection.reset()
+    phone.get("/me")  # learns why; the flash message gets a new anonymous session
+    assert collection.ops()[0] == "find_one"
+    collection.reset()
+    phone.get("/me")
+    assert collection.ops() == ["find_one"]
