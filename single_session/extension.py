@@ -399,17 +399,23 @@ def _before_request() -> None:
 
 def _after_request(response: Response) -> Response:
     session = _current_session()
-    if session is None or session.unavailable is not None:
+    if session is None:
         return response
     app = current_app._get_current_object()  # type: ignore[attr-defined]
-    try:
-        get_state(app).persist(session)
-    except SessionStoreUnavailable as e:
-        # Here, unlike in save_session, the failure can still become the
-        # response: a 503, with no cookie set.
-        session.unavailable = e
-        return t.cast("Response", app.make_response(app.handle_user_exception(e)))
-    remember.update_cookie(app, session, request, response)
+    if session.unavailable is None:
+        try:
+            get_state(app).persist(session)
+        except SessionStoreUnavailable as e:
+            # Here, unlike in save_session, the failure can still become the
+            # response: a 503, with no cookie set.
+            session.unavailable = e
+            response = app.make_response(app.handle_user_exception(e))
+        else:
+            remember.update_cookie(app, session, request, response)
+            return response
+    # The database is unavailable: leave every cookie as it is (a remember-me
+    # must not be lost to an outage).
+    remember.strip_flask_login_cookie(app, response)
     return response
 
 
@@ -432,7 +438,7 @@ def _on_user_logged_in(app: Flask, user: t.Any = None, **extra: t.Any) -> None:
         stored, value = remember.new_remember(app, state, state.now(), seconds)
     try:
         policy.bind(state, session, user, str(user_id), remember=stored)
-    except LoginDenied:
+    except (LoginDenied, SessionStoreUnavailable):
         # Undo what login_user() wrote, so that the view sees an anonymous user.
         for key in LOGIN_KEYS:
             session.pop(key, None)
@@ -444,7 +450,9 @@ def _on_user_logged_in(app: Flask, user: t.Any = None, **extra: t.Any) -> None:
 
 def _on_login_ended(app: Flask, **extra: t.Any) -> None:
     session = _current_session()
-    if session is None or session.document is None:
-        return
-    if session.user_id is not None and dict.get(session, "_user_id") != session.user_id:
+    if session is None or "_user_id" in session:
+        return  # "basic" session protection keeps the login (not fresh)
+    if remember.cookie_name(app) in request.cookies:
+        session.remember_cookie = "delete"
+    if session.user_id is not None:
         end_login(get_state(app), session)

@@ -22,6 +22,7 @@ from datetime import datetime
 
 from . import serialization
 from .exceptions import LoginDenied
+from .exceptions import SessionStoreUnavailable
 from .sessions import ServerSession
 from .sessions import insert_new
 from .sessions import new_document
@@ -67,7 +68,17 @@ def bind(
         session.adopt(None, None, {})
         old = None
 
-    sid = _admit(state, document, user_id, state.limit_for(user), now)
+    try:
+        sid = _admit(state, document, user_id, state.limit_for(user), now)
+    except SessionStoreUnavailable:
+        # The database failed half-way: take back the new session if it was
+        # stored, so that a failed login holds no place (or "deny" slot).
+        if "_id" in document:
+            try:
+                store.delete(document["_id"])
+            except SessionStoreUnavailable:
+                pass  # it expires on its own; nothing has its id
+        raise
     if old is not None:
         store.delete(old["_id"])
         if old.get("remember") and remember is None:

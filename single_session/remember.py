@@ -113,6 +113,7 @@ def restore(app: Flask, state: _State, session: ServerSession, request: Request)
             and isinstance(rotated_at, datetime)
             and now - _aware(rotated_at) < ROTATION_GRACE
         ):
+            _leave_cookie_alone(session)
             return
         logger.warning(
             "single_session: a remember-me token was used after it was rotated;"
@@ -134,7 +135,9 @@ def restore(app: Flask, state: _State, session: ServerSession, request: Request)
         session.remember_cookie = "delete"
         return
     if store.take_remembered(document["_id"], remembered["token"]) is None:
-        return  # a parallel request of this browser restored it first
+        # A parallel request of this browser restored it first.
+        _leave_cookie_alone(session)
+        return
 
     dict.pop(session, "_remember", None)
     session["_user_id"] = user_id
@@ -177,14 +180,7 @@ def update_cookie(app: Flask, session: ServerSession, request: Request, response
     """Put this library's remember-me cookie on the response, and never
     Flask-Login's own user-id cookie (its deletions are kept)."""
     name = cookie_name(app)
-    headers = response.headers.getlist("Set-Cookie")
-    ours = [h for h in headers if h.startswith(name + "=") and "Max-Age=0" not in h]
-    if ours:
-        response.headers.remove("Set-Cookie")
-        for header in headers:
-            if header not in ours:
-                response.headers.add("Set-Cookie", header)
-
+    strip_flask_login_cookie(app, response)
     config = app.config
     domain = config.get("REMEMBER_COOKIE_DOMAIN")
     path = config.get("REMEMBER_COOKIE_PATH", "/")
@@ -218,6 +214,27 @@ def update_cookie(app: Flask, session: ServerSession, request: Request, response
         httponly=config.get("REMEMBER_COOKIE_HTTPONLY", True),
         samesite=config.get("REMEMBER_COOKIE_SAMESITE"),
     )
+
+
+def strip_flask_login_cookie(app: Flask, response: Response) -> None:
+    """Remove what Flask-Login's after_request did to the remember cookie: it
+    would set its own user-id cookie, or delete ours whenever the session says
+    "clear" (which open_session puts there to keep Flask-Login from honouring a
+    cookie on its own). This module alone decides about that cookie."""
+    prefix = cookie_name(app) + "="
+    headers = response.headers.getlist("Set-Cookie")
+    if any(h.startswith(prefix) for h in headers):
+        response.headers.remove("Set-Cookie")
+        for header in headers:
+            if not header.startswith(prefix):
+                response.headers.add("Set-Cookie", header)
+
+
+def _leave_cookie_alone(session: ServerSession) -> None:
+    # The cookie is ours and valid, only not usable in this request: take away
+    # the "clear" that would make Flask-Login delete it. (Flask-Login cannot
+    # decode our format, so it still does not log anyone in with it.)
+    dict.pop(session, "_remember", None)
 
 
 def _aware(value: datetime) -> datetime:

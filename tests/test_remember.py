@@ -108,8 +108,11 @@ def test_parallel_restores_of_one_browser_are_not_theft(app, collection):
     tab2 = app.test_client()
     tab2.set_cookie("remember_token", old)
     assert who(tab1)["user"] == "alice"  # rotates
-    # A second tab sent the old token at the same time: not a thief.
-    assert who(tab2)["user"] is None
+    # A second tab sent the old token at the same time: not a thief, and its
+    # response leaves the browser's cookie alone (the first tab's new one wins).
+    response = tab2.get("/me")
+    assert response.json["user"] is None
+    assert not [h for h in response.headers.getlist("Set-Cookie") if h.startswith("remember_token=")]
     assert who(tab1)["user"] == "alice"
     assert "revoked" not in stored(collection)[0]
 
