@@ -10,10 +10,10 @@ from .exceptions import SessionDataError
 from .exceptions import SessionStoreUnavailable
 from .exceptions import SessionTooLarge
 from .exceptions import SingleSessionError
-from .extension import SessionInfo
-from .extension import SingleSession
 from .extension import logout_everywhere
 from .extension import revocation
+from .extension import SessionInfo
+from .extension import SingleSession
 from .sessions import Revocation
 from .sessions import ServerSession
 from .signals import session_revoked

@@ -10,7 +10,8 @@ class SingleSessionError(Exception):
 
 
 class SessionStoreUnavailable(SingleSessionError, ServiceUnavailable):
-    """MongoDB did not answer within ``SINGLE_SESSION_TIMEOUT`` or the connection failed.
+    """MongoDB did not answer within ``SINGLE_SESSION_TIMEOUT``, or the connection
+    failed.
 
     It is an HTTP exception (503), so a request that meets it ends with
     "503 Service Unavailable" instead of continuing as an anonymous session
@@ -18,9 +19,7 @@ class SessionStoreUnavailable(SingleSessionError, ServiceUnavailable):
     render your own page.
     """
 
-    description = (
-        "The session store is unavailable. Please try again in a moment."
-    )
+    description = "The session store is unavailable. Please try again in a moment."
 
 
 class LoginDenied(SingleSessionError):

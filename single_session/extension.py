@@ -9,9 +9,9 @@ from datetime import datetime
 from datetime import timedelta
 from datetime import timezone
 
-from flask import Flask
 from flask import current_app
 from flask import flash
+from flask import Flask
 from flask import has_request_context
 from flask import request
 from flask import session as flask_session
@@ -26,10 +26,10 @@ from . import remember
 from .exceptions import ConfigurationError
 from .exceptions import LoginDenied
 from .exceptions import SessionStoreUnavailable
+from .sessions import end_login
 from .sessions import LOGIN_KEYS
 from .sessions import ServerSession
 from .sessions import ServerSessionInterface
-from .sessions import end_login
 from .sessions import write_session
 from .signals import session_revoked
 from .store import SessionStore
@@ -128,7 +128,7 @@ class _State:
                 f"SINGLE_SESSION_MAX_SESSIONS must be a positive int, None, or a"
                 f" callable returning one; got {limit!r}."
             )
-        return t.cast("int | None", limit)
+        return limit
 
     def device(self) -> dict[str, str] | None:
         if not has_request_context() or not self.config["SINGLE_SESSION_RECORD_DEVICE"]:
@@ -226,7 +226,9 @@ class SingleSession:
                 f" {config['SINGLE_SESSION_ON_LIMIT']!r}."
             )
 
-        store = SessionStore(self._collection_source(app), float(config["SINGLE_SESSION_TIMEOUT"]))
+        store = SessionStore(
+            self._collection_source(app), float(config["SINGLE_SESSION_TIMEOUT"])
+        )
         app.extensions[EXTENSION_NAME] = _State(self, store)
         app.session_interface = ServerSessionInterface()
         # First of all before_request functions, last of all after_request ones.
@@ -243,9 +245,10 @@ class SingleSession:
 
     def _collection_source(
         self, app: Flask
-    ) -> Collection[dict[str, t.Any]] | t.Callable[[], Collection[dict[str, t.Any]]]:
-        if self.collection is not None:
-            return self.collection
+    ) -> t.Callable[[], Collection[dict[str, t.Any]]]:
+        collection = self.collection
+        if collection is not None:
+            return lambda: collection
         uri = app.config["SINGLE_SESSION_MONGODB_URI"]
         if not uri:
             raise ConfigurationError(
@@ -263,7 +266,11 @@ class SingleSession:
             from pymongo import MongoClient
 
             client: MongoClient[dict[str, t.Any]] = MongoClient(uri, connect=False)
-            db = client[database] if database else client.get_default_database("single_session")
+            db = (
+                client[database]
+                if database
+                else client.get_default_database("single_session")
+            )
             return db[name]
 
         return connect
@@ -285,7 +292,9 @@ class SingleSession:
         state = get_state(current_app)
         user_id = _user_id(user)
         session = _current_session()
-        keep = session.key if session is not None and session.user_id == user_id else None
+        keep = (
+            session.key if session is not None and session.user_id == user_id else None
+        )
         count = policy.revoke_all(state, user_id, policy.LOGOUT_EVERYWHERE, keep=keep)
         if session is not None and keep is not None:
             _rotate(state, session)
@@ -319,7 +328,11 @@ class SingleSession:
         :meth:`sessions_of`). Returns whether it was live. One update."""
         state = get_state(current_app)
         user_id = _user_id(user)
-        query = {"user_id": user_id, "handle": str(handle), "purge_at": {"$gt": state.now()}}
+        query = {
+            "user_id": user_id,
+            "handle": str(handle),
+            "purge_at": {"$gt": state.now()},
+        }
         return state.store.revoke(query, policy.REVOKED, state.now()) == 1
 
 
@@ -390,7 +403,9 @@ def _before_request() -> None:
             at=revoked.at,
         )
         messages = app.config["SINGLE_SESSION_REVOKED_MESSAGE"]
-        message = messages.get(revoked.reason) if isinstance(messages, dict) else messages
+        message = (
+            messages.get(revoked.reason) if isinstance(messages, dict) else messages
+        )
         if message:
             flash(message, "warning")
     if session.remember_pending:

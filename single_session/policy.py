@@ -23,9 +23,9 @@ from datetime import datetime
 from . import serialization
 from .exceptions import LoginDenied
 from .exceptions import SessionStoreUnavailable
-from .sessions import ServerSession
 from .sessions import insert_new
 from .sessions import new_document
+from .sessions import ServerSession
 from .store import DuplicateKeyError
 
 if t.TYPE_CHECKING:

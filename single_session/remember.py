@@ -27,8 +27,8 @@ from flask import g
 from flask_login.signals import user_loaded_from_cookie
 
 from .exceptions import LoginDenied
-from .policy import REMEMBER_TOKEN_REUSED
 from .policy import bind
+from .policy import REMEMBER_TOKEN_REUSED
 from .sessions import LOGIN_KEYS
 from .sessions import ServerSession
 from .tokens import hash_id
@@ -63,8 +63,13 @@ def duration(app: Flask, seconds: float | None) -> timedelta:
 
 
 def new_remember(
-    app: Flask, state: _State, now: datetime, seconds: float | None, series: str | None = None,
-    expires_at: datetime | None = None, previous: str | None = None,
+    app: Flask,
+    state: _State,
+    now: datetime,
+    seconds: float | None,
+    series: str | None = None,
+    expires_at: datetime | None = None,
+    previous: str | None = None,
 ) -> tuple[dict[str, t.Any], str]:
     """The stored part of a remember-me (hashes only) and the cookie value."""
     series = series or new_id()
@@ -84,7 +89,9 @@ def new_remember(
     return stored, signer.sign(series, token)
 
 
-def restore(app: Flask, state: _State, session: ServerSession, request: Request) -> None:
+def restore(
+    app: Flask, state: _State, session: ServerSession, request: Request
+) -> None:
     """Log the device in from its remember-me cookie, if it is valid."""
     session.remember_pending = False
     signer = state.remember_signer.get(app)
@@ -130,7 +137,9 @@ def restore(app: Flask, state: _State, session: ServerSession, request: Request)
 
     user_id = document["user_id"]
     login_manager = app.login_manager  # type: ignore[attr-defined]
-    user = login_manager._user_callback(user_id) if login_manager._user_callback else None
+    user = (
+        login_manager._user_callback(user_id) if login_manager._user_callback else None
+    )
     if user is None:
         session.remember_cookie = "delete"
         return
@@ -176,7 +185,9 @@ def restore(app: Flask, state: _State, session: ServerSession, request: Request)
         session.binding = False
 
 
-def update_cookie(app: Flask, session: ServerSession, request: Request, response: Response) -> None:
+def update_cookie(
+    app: Flask, session: ServerSession, request: Request, response: Response
+) -> None:
     """Put this library's remember-me cookie on the response, and never
     Flask-Login's own user-id cookie (its deletions are kept)."""
     name = cookie_name(app)

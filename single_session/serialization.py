@@ -13,7 +13,9 @@ because MongoDB gives ``.`` and a leading ``$`` a meaning of their own.
 
 from __future__ import annotations
 
+import re
 import typing as t
+from urllib.parse import quote
 from urllib.parse import unquote
 
 from flask.json.tag import TaggedJSONSerializer
@@ -22,29 +24,36 @@ from .exceptions import SessionDataError
 from .exceptions import SessionTooLarge
 
 _serializer = TaggedJSONSerializer()
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def escape_key(key: str) -> str:
     if key == "":
         return "%"
-    return (
+    escaped = (
         key.replace("%", "%25")
         .replace(".", "%2E")
         .replace("$", "%24")
         .replace("\x00", "%00")
+    )
+    # A lone surrogate (which Flask's cookie session stores, JSON-escaped)
+    # cannot be encoded in BSON: store its UTF-8 "surrogatepass" bytes, %-escaped.
+    return _SURROGATE.sub(
+        lambda m: quote(m.group().encode("utf-8", "surrogatepass")), escaped
     )
 
 
 def unescape_key(field: str) -> str:
     if field == "%":
         return ""
-    return unquote(field)
+    return unquote(field, errors="surrogatepass")
 
 
 def dump_value(key: str, value: t.Any) -> str:
     try:
         return _serializer.dumps(value)
-    except (TypeError, ValueError, OverflowError) as e:
+    # RecursionError: a value nested too deeply (or one that contains itself).
+    except (TypeError, ValueError, OverflowError, RecursionError) as e:
         raise SessionDataError(
             f"The session value for key {key!r} cannot be stored: {e}. Store only"
             " the types Flask's session supports (dict, list, tuple, bytes, str,"

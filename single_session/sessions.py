@@ -124,7 +124,9 @@ class ServerSession(CallbackDict, SessionMixin):  # type: ignore[type-arg]
         """The user the stored session is bound to."""
         return None if self.document is None else self.document.get("user_id")
 
-    def adopt(self, sid: str | None, document: dict[str, t.Any] | None, stored: dict[str, str]) -> None:
+    def adopt(
+        self, sid: str | None, document: dict[str, t.Any] | None, stored: dict[str, str]
+    ) -> None:
         """Point this session at another stored document (or none)."""
         self.sid_changed = self.sid_changed or sid != self.sid
         self.sid = sid
@@ -141,13 +143,17 @@ def _aware(value: t.Any) -> datetime:
     if value.tzinfo is None:
         # BSON dates are UTC; a naive one can only come from a driver without
         # tz_aware. Read it as UTC rather than fail.
-        value = value.replace(tzinfo=timezone.utc)
+        return value.replace(tzinfo=timezone.utc)
     return value
 
 
 def session_from_document(document: dict[str, t.Any]) -> ServerSession:
     """A session from a live stored document. Raises ``ValueError`` (or
     ``TypeError``/``KeyError``) if the document is malformed."""
+    if "revoked" in document:
+        # A tombstone whose "revoked" is not what the library writes: it must
+        # not pass for a live session.
+        raise ValueError("revoked is malformed")
     stored = document["data"]
     if not isinstance(stored, dict):
         raise ValueError("data is not a dict")
@@ -238,7 +244,9 @@ class ServerSessionInterface(SessionInterface):
             try:
                 session = session_from_document(document)
             except (ValueError, TypeError, KeyError) as e:
-                logger.warning("single_session removed a malformed session document: %s", e)
+                logger.warning(
+                    "single_session removed a malformed session document: %s", e
+                )
                 state.store.delete(key)
                 return _stale_session()
         except SessionStoreUnavailable as e:
@@ -250,7 +258,9 @@ class ServerSessionInterface(SessionInterface):
         session.had_cookie = True
         return session
 
-    def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
+    def save_session(
+        self, app: Flask, session: SessionMixin, response: Response
+    ) -> None:
         assert isinstance(session, ServerSession)
         state = _state(app)
         if session.accessed:
@@ -350,7 +360,9 @@ def new_handle() -> str:
     return new_id()[:22]
 
 
-def refresh_expiry(document: dict[str, t.Any], state: _State, now: datetime) -> dict[str, t.Any]:
+def refresh_expiry(
+    document: dict[str, t.Any], state: _State, now: datetime
+) -> dict[str, t.Any]:
     """The fields a touch writes: last seen, and the expiry that slides with it."""
     expires_at = now + state.idle_lifetime()
     absolute = document.get("absolute_expires_at")
@@ -396,7 +408,11 @@ def write_session(state: _State, session: ServerSession) -> None:
     document = session.document
     user_id = dict.get(session, "_user_id")
 
-    if document is not None and document.get("user_id") is not None and user_id != document["user_id"]:
+    if (
+        document is not None
+        and document.get("user_id") is not None
+        and user_id != document["user_id"]
+    ):
         # The login ended (logout_user, "strong" session protection, or the app
         # removed the key): the bound session goes; what is left of the data
         # continues as a new anonymous session under a new id.
@@ -409,6 +425,16 @@ def write_session(state: _State, session: ServerSession) -> None:
         )
         for key in LOGIN_KEYS:
             dict.pop(session, key, None)
+
+    if (
+        document is None
+        and "_user_id" not in session
+        and set(session) <= set(LOGIN_KEYS)
+    ):
+        # Only Flask-Login's leftovers, no login: not worth a session. (A bot
+        # with any remember-me cookie gets "_remember" from open_session, so
+        # Flask-Login's session protection adds "_fresh": False.)
+        dict.clear(session)
 
     if not session:
         if document is not None:

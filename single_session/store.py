@@ -13,6 +13,7 @@ sessions are found by ``_id`` (the hash of the session id), a user's sessions by
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -71,24 +72,26 @@ _INDEX_CONFLICT_CODES = {85, 86}
 
 
 def _is_transient(error: PyMongoError) -> bool:
-    return isinstance(error, ConnectionFailure) or bool(getattr(error, "timeout", False))
+    return isinstance(error, ConnectionFailure) or bool(
+        getattr(error, "timeout", False)
+    )
 
 
 class SessionStore:
     """Session documents in one MongoDB collection.
 
-    :param collection: a pymongo ``Collection`` (or one with its API), or a
-        callable that returns one; the callable is called lazily, once per
-        process, so that a client built from a URI is never shared across a fork.
+    :param connect: returns the pymongo ``Collection`` (or one with its API);
+        called lazily, once per process, so that a client built from a URI is
+        never shared across a fork.
     :param timeout: seconds every database call may take.
     """
 
     def __init__(
         self,
-        collection: Collection[Document] | t.Callable[[], Collection[Document]],
+        connect: t.Callable[[], Collection[Document]],
         timeout: float,
     ) -> None:
-        self._source = collection
+        self._connect = connect
         self.timeout = timeout
         self._collection: Collection[Document] | None = None
         self._pid: int | None = None
@@ -104,9 +107,7 @@ class SessionStore:
         if self._collection is None or self._pid != os.getpid():
             with self._lock:
                 if self._collection is None or self._pid != os.getpid():
-                    source = self._source
-                    raw = source() if callable(source) and not hasattr(source, "find_one") else source
-                    self._collection = raw.with_options(  # type: ignore[union-attr]
+                    self._collection = self._connect().with_options(
                         codec_options=CodecOptions(tz_aware=True),
                         read_preference=ReadPreference.PRIMARY,
                         write_concern=WriteConcern("majority"),
@@ -137,14 +138,17 @@ class SessionStore:
         for name, keys, options in INDEXES:
             try:
                 self._call(
-                    lambda: collection.create_index(keys, name=name, **options),
+                    functools.partial(
+                        collection.create_index, keys, name=name, **options
+                    ),
                     retry=True,
                 )
             except OperationFailure as e:
                 if e.code in _INDEX_CONFLICT_CODES:
+                    detail = (e.details or {}).get("errmsg", e)
                     raise IndexConflict(
                         f"The collection {collection.full_name!r} has an index that"
-                        f" conflicts with {name!r} ({e.details and e.details.get('errmsg')})."
+                        f" conflicts with {name!r} ({detail})."
                         f" Drop it with db.{collection.name}.dropIndex({name!r}) and"
                         " run 'flask single-session create-indexes'."
                     ) from e
@@ -182,7 +186,11 @@ class SessionStore:
     def discard(self, key: str) -> None:
         """Remove a document that is expired or malformed; keeps tombstones and
         remembered devices (their remember-me outlives the session)."""
-        query = {"_id": key, "revoked": {"$exists": False}, "remember": {"$exists": False}}
+        query = {
+            "_id": key,
+            "revoked": {"$exists": False},
+            "remember": {"$exists": False},
+        }
         self._call(lambda: self.collection.delete_one(query), retry=True)
 
     def insert(self, document: Document) -> None:
@@ -219,13 +227,17 @@ class SessionStore:
         return result.matched_count == 1
 
     def delete(self, key: str) -> bool:
-        result = self._call(lambda: self.collection.delete_one({"_id": key}), retry=True)
+        result = self._call(
+            lambda: self.collection.delete_one({"_id": key}), retry=True
+        )
         return result.deleted_count == 1
 
     def take(self, key: str) -> Document | None:
         """Remove a session and return it (to store it again under a new id)."""
         query = {"_id": key, "revoked": {"$exists": False}}
-        return self._call(lambda: self.collection.find_one_and_delete(query), retry=True)
+        return self._call(
+            lambda: self.collection.find_one_and_delete(query), retry=True
+        )
 
     # -- remember me -------------------------------------------------------
 
@@ -241,7 +253,9 @@ class SessionStore:
         """Remove the remembered session ``key`` if ``token`` is still its
         current token: of two requests that use one token, only one gets it."""
         query = {"_id": key, "remember.token": token, "revoked": {"$exists": False}}
-        return self._call(lambda: self.collection.find_one_and_delete(query), retry=True)
+        return self._call(
+            lambda: self.collection.find_one_and_delete(query), retry=True
+        )
 
     # -- a user's sessions -------------------------------------------------
 
@@ -265,7 +279,11 @@ class SessionStore:
         query = {**query, "revoked": {"$exists": False}}
         update = {
             "$set": {
-                "revoked": {"reason": reason, "at": now, "user_id": query.get("user_id")}
+                "revoked": {
+                    "reason": reason,
+                    "at": now,
+                    "user_id": query.get("user_id"),
+                }
             },
             "$unset": _TOMBSTONE_UNSET,
         }

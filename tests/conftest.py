@@ -21,13 +21,13 @@ from flask import Flask
 from flask import jsonify
 from flask import request
 from flask import session
-from flask_login import LoginManager
-from flask_login import UserMixin
 from flask_login import current_user
 from flask_login import login_fresh
 from flask_login import login_required
 from flask_login import login_user
+from flask_login import LoginManager
 from flask_login import logout_user
+from flask_login import UserMixin
 
 from single_session import LoginDenied
 from single_session import SingleSession
@@ -75,7 +75,9 @@ class CountingCollection:
         "create_index",
     }
 
-    def __init__(self, inner: t.Any, log: list[tuple[str, t.Any]] | None = None) -> None:
+    def __init__(
+        self, inner: t.Any, log: list[tuple[str, t.Any]] | None = None
+    ) -> None:
         self._inner = inner
         self.log: list[tuple[str, t.Any]] = [] if log is None else log
 
@@ -125,19 +127,29 @@ def collection(raw_collection: t.Any) -> CountingCollection:
 
 
 class Clock:
-    """A clock the tests move forward."""
+    """A clock the tests move forward. Each reading is at least a millisecond
+    after the previous one (as it would be between two real requests), so
+    logins made one after another never share a login time."""
 
     def __init__(self) -> None:
         self.offset = timedelta()
+        self._last = datetime.min.replace(tzinfo=timezone.utc)
+        self._lock = threading.Lock()
 
     def __call__(self) -> datetime:
-        return datetime.now(timezone.utc) + self.offset
+        with self._lock:
+            now = datetime.now(timezone.utc) + self.offset
+            now = max(now, self._last + timedelta(milliseconds=1))
+            self._last = now
+            return now
 
     def advance(self, **kwargs: float) -> None:
         self.offset += timedelta(**kwargs)
 
 
-def make_app(collection: t.Any, *, cookie_session: bool = False, **config: t.Any) -> Flask:
+def make_app(
+    collection: t.Any, *, cookie_session: bool = False, **config: t.Any
+) -> Flask:
     """The test app. With ``cookie_session``, the same app on Flask's own cookie
     session, to compare behaviour with."""
     app = Flask(__name__)

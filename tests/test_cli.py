@@ -10,7 +10,10 @@ def test_cli_commands(collection):
     runner = app.test_cli_runner()
     phone = app.test_client()
     phone.post("/login/alice", headers={"User-Agent": "Phone/1.0"})
-    app.test_client().post("/login/alice?remember=1", headers={"User-Agent": "Laptop/2.0"})
+    app.extensions["single_session"].clock.advance(seconds=1)
+    app.test_client().post(
+        "/login/alice?remember=1", headers={"User-Agent": "Laptop/2.0"}
+    )
     app.test_client().post("/set/cart", json=[1])
 
     result = runner.invoke(args=["single-session", "list", "alice"])

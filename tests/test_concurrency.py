@@ -14,6 +14,7 @@ import time
 import typing as t
 
 import pytest
+
 from conftest import make_app
 from conftest import run_together
 from conftest import stored
@@ -22,13 +23,17 @@ LOGINS = 12
 
 
 class SlowSerialCollection:
-    def __init__(self, inner: t.Any, lock: threading.Lock | None = None, log: list | None = None) -> None:
+    def __init__(
+        self, inner: t.Any, lock: threading.Lock | None = None, log: list | None = None
+    ) -> None:
         self._inner = inner
         self._lock = lock or threading.Lock()
         self.inserted: list[dict[str, t.Any]] = [] if log is None else log
 
     def with_options(self, **kwargs: t.Any) -> SlowSerialCollection:
-        return SlowSerialCollection(self._inner.with_options(**kwargs), self._lock, self.inserted)
+        return SlowSerialCollection(
+            self._inner.with_options(**kwargs), self._lock, self.inserted
+        )
 
     def __getattr__(self, name: str) -> t.Any:
         attr = getattr(self._inner, name)
@@ -74,7 +79,9 @@ def test_concurrent_logins_leave_exactly_the_newest(slow, raw_collection, limit)
 
 @pytest.mark.parametrize("limit", [1, 3])
 def test_concurrent_logins_under_deny_admit_exactly_n(slow, raw_collection, limit):
-    app = make_app(slow, SINGLE_SESSION_MAX_SESSIONS=limit, SINGLE_SESSION_ON_LIMIT="deny")
+    app = make_app(
+        slow, SINGLE_SESSION_MAX_SESSIONS=limit, SINGLE_SESSION_ON_LIMIT="deny"
+    )
     clients = [app.test_client() for _ in range(LOGINS)]
     results = run_together(*[lambda c=c: c.post("/login/alice") for c in clients])
     codes = [r.status_code for r in results]
@@ -91,7 +98,9 @@ def test_concurrent_logins_of_different_users_do_not_interfere(slow, raw_collect
     app = make_app(slow)
     names = ["alice", "bob", "carol"] * 4
     clients = [app.test_client() for _ in names]
-    run_together(*[lambda c=c, n=n: c.post(f"/login/{n}") for c, n in zip(clients, names)])
+    run_together(
+        *[lambda c=c, n=n: c.post(f"/login/{n}") for c, n in zip(clients, names)]
+    )
     for name in ("alice", "bob", "carol"):
         assert len(stored(raw_collection, user_id=name)) == 1
 
@@ -104,6 +113,8 @@ def test_concurrent_requests_on_one_session_keep_every_key(slow, raw_collection)
     clients = [app.test_client() for _ in range(8)]
     for client in clients:
         client.set_cookie("session", value)
-    run_together(*[lambda c=c, i=i: c.post(f"/set/k{i}", json=i) for i, c in enumerate(clients)])
+    run_together(
+        *[lambda c=c, i=i: c.post(f"/set/k{i}", json=i) for i, c in enumerate(clients)]
+    )
     for i in range(8):
         assert first.get(f"/get/k{i}").json == {"value": i}

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from conftest import USERS
-from conftest import make_app
-from conftest import stored
 from flask import session
 from flask_login import current_user
 
 import single_session
+from conftest import make_app
+from conftest import stored
+from conftest import USERS
 from single_session import logout_everywhere
 
 
@@ -161,7 +161,9 @@ def test_deny_relogin_on_the_same_device_is_allowed(collection):
 
 
 def test_deny_with_two_slots(collection):
-    app = make_app(collection, SINGLE_SESSION_ON_LIMIT="deny", SINGLE_SESSION_MAX_SESSIONS=2)
+    app = make_app(
+        collection, SINGLE_SESSION_ON_LIMIT="deny", SINGLE_SESSION_MAX_SESSIONS=2
+    )
     one, two, three = devices(app, 3)
     assert one.post("/login/alice").status_code == 200
     assert two.post("/login/alice").status_code == 200
@@ -256,7 +258,12 @@ def test_sessions_of_and_revoke_one_device(collection):
     def list_devices():
         return {
             "sessions": [
-                {"handle": s.handle, "current": s.current, "ua": s.user_agent, "ip": s.ip}
+                {
+                    "handle": s.handle,
+                    "current": s.current,
+                    "ua": s.user_agent,
+                    "ip": s.ip,
+                }
                 for s in ext.sessions_of(current_user)
             ]
         }
@@ -267,6 +274,7 @@ def test_sessions_of_and_revoke_one_device(collection):
 
     phone = app.test_client()
     phone.post("/login/alice", headers={"User-Agent": "Phone/1.0"})
+    app.extensions["single_session"].clock.advance(seconds=1)
     laptop = app.test_client()
     laptop.post("/login/alice", headers={"User-Agent": "Laptop/2.0"})
     sessions = laptop.get("/devices").json["sessions"]
@@ -346,11 +354,16 @@ def test_strong_session_protection_keeps_data_unbound(collection):
     # Another browser fingerprint: Flask-Login drops the login.
     assert client.get("/me", headers={"User-Agent": "B"}).json["user"] is None
     assert session_cookie(client) != bound_id
-    assert client.get("/get/theme", headers={"User-Agent": "B"}).json == {"value": "dark"}
+    assert client.get("/get/theme", headers={"User-Agent": "B"}).json == {
+        "value": "dark"
+    }
     assert all("user_id" not in d for d in stored(collection))
 
 
 def test_exports():
-    assert {"SingleSession", "logout_everywhere", "LoginDenied", "SessionStoreUnavailable"} <= set(
-        single_session.__all__
-    )
+    assert {
+        "SingleSession",
+        "logout_everywhere",
+        "LoginDenied",
+        "SessionStoreUnavailable",
+    } <= set(single_session.__all__)

@@ -4,10 +4,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from conftest import Recorder
-from conftest import USERS
-from conftest import make_app
-from conftest import stored
 from flask import request
 from flask_login import fresh_login_required
 from flask_login import login_remembered
@@ -15,6 +11,10 @@ from flask_login import login_user
 from flask_login.signals import user_loaded_from_cookie
 from flask_login.utils import encode_cookie
 
+from conftest import make_app
+from conftest import Recorder
+from conftest import stored
+from conftest import USERS
 from single_session import logout_everywhere
 
 
@@ -112,7 +112,11 @@ def test_parallel_restores_of_one_browser_are_not_theft(app, collection):
     # response leaves the browser's cookie alone (the first tab's new one wins).
     response = tab2.get("/me")
     assert response.json["user"] is None
-    assert not [h for h in response.headers.getlist("Set-Cookie") if h.startswith("remember_token=")]
+    assert not [
+        h
+        for h in response.headers.getlist("Set-Cookie")
+        if h.startswith("remember_token=")
+    ]
     assert who(tab1)["user"] == "alice"
     assert "revoked" not in stored(collection)[0]
 
@@ -175,7 +179,9 @@ def test_flask_login_never_sets_its_own_cookie(collection):
     client = app.test_client()
     client.post("/login/alice")  # not remembered
     response = client.get("/me")
-    assert not any(h.startswith("remember_token=") for h in response.headers.getlist("Set-Cookie"))
+    assert not any(
+        h.startswith("remember_token=") for h in response.headers.getlist("Set-Cookie")
+    )
     assert remember_cookie(client) is None
 
 
@@ -185,7 +191,11 @@ def test_refresh_each_request_keeps_our_value(collection):
     client.post("/login/alice?remember=1")
     value = remember_cookie(client)
     response = client.get("/me")
-    (header,) = [h for h in response.headers.getlist("Set-Cookie") if h.startswith("remember_token=")]
+    (header,) = [
+        h
+        for h in response.headers.getlist("Set-Cookie")
+        if h.startswith("remember_token=")
+    ]
     assert header.startswith(f"remember_token={value};")
 
 
@@ -205,7 +215,9 @@ def test_remember_cookie_settings_and_duration(collection):
 
     client = app.test_client()
     response = client.post("/login/alice?remember=1")
-    (header,) = [h for h in response.headers.getlist("Set-Cookie") if h.startswith("keep_me=")]
+    (header,) = [
+        h for h in response.headers.getlist("Set-Cookie") if h.startswith("keep_me=")
+    ]
     assert "Secure" in header and "SameSite=Lax" in header and "HttpOnly" in header
     (doc,) = stored(collection, user_id="alice")
     remaining = doc["remember"]["expires_at"] - doc["created_at"]

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import threading
 
-from conftest import Recorder
-from conftest import make_app
-from conftest import stored
 from flask import get_flashed_messages
 from flask import session
 
 import single_session
+from conftest import make_app
+from conftest import Recorder
+from conftest import stored
 from single_session import logout_everywhere
 from single_session import session_revoked
 
@@ -37,7 +37,10 @@ def test_evicted_device_learns_why(app, collection):
     phone.get("/login-page")
     assert seen["reason"] == "signed_in_elsewhere"
     assert seen["messages"] == [
-        ("warning", "You were signed out because your account signed in on another device.")
+        (
+            "warning",
+            "You were signed out because your account signed in on another device.",
+        )
     ]
     (call,) = revoked.calls
     assert call["reason"] == "signed_in_elsewhere" and call["user_id"] == "alice"
