@@ -465,9 +465,10 @@ def _on_user_logged_in(app: Flask, user: t.Any = None, **extra: t.Any) -> None:
 
 def _on_login_ended(app: Flask, **extra: t.Any) -> None:
     session = _current_session()
-    if session is None or "_user_id" in session:
-        return  # "basic" session protection keeps the login (not fresh)
+    if session is None or session.user_id is None or "_user_id" in session:
+        # Nothing was bound, or "basic" session protection kept the login
+        # (only marked not fresh).
+        return
     if remember.cookie_name(app) in request.cookies:
         session.remember_cookie = "delete"
-    if session.user_id is not None:
-        end_login(get_state(app), session)
+    end_login(get_state(app), session)

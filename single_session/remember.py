@@ -25,6 +25,7 @@ from datetime import timezone
 
 from flask import g
 from flask_login.signals import user_loaded_from_cookie
+from flask_login.utils import encode_cookie
 
 from .exceptions import LoginDenied
 from .policy import bind
@@ -86,7 +87,10 @@ def new_remember(
         stored["rotated_at"] = now
     signer = state.remember_signer.get(app)
     assert signer is not None
-    return stored, signer.sign(series, token)
+    # Wrapped in Flask-Login's own cookie format (value|HMAC) so that its
+    # login_remembered() keeps working; Flask-Login never logs anyone in with
+    # it (see open_session), and only the inner, signed value counts here.
+    return stored, encode_cookie(signer.sign(series, token))
 
 
 def restore(
@@ -95,7 +99,8 @@ def restore(
     """Log the device in from its remember-me cookie, if it is valid."""
     session.remember_pending = False
     signer = state.remember_signer.get(app)
-    ids = signer.unsign(request.cookies.get(cookie_name(app), "")) if signer else None
+    value = request.cookies.get(cookie_name(app), "").rsplit("|", 1)[0]
+    ids = signer.unsign(value) if signer else None
     if ids is None:
         # Not ours: garbage, or Flask-Login's own user-id cookie. The "clear"
         # that open_session left in the session makes Flask-Login ignore it and
@@ -120,7 +125,6 @@ def restore(
             and isinstance(rotated_at, datetime)
             and now - _aware(rotated_at) < ROTATION_GRACE
         ):
-            _leave_cookie_alone(session)
             return
         logger.warning(
             "single_session: a remember-me token was used after it was rotated;"
@@ -144,9 +148,7 @@ def restore(
         session.remember_cookie = "delete"
         return
     if store.take_remembered(document["_id"], remembered["token"]) is None:
-        # A parallel request of this browser restored it first.
-        _leave_cookie_alone(session)
-        return
+        return  # a parallel request of this browser restored it first
 
     dict.pop(session, "_remember", None)
     session["_user_id"] = user_id
@@ -239,13 +241,6 @@ def strip_flask_login_cookie(app: Flask, response: Response) -> None:
         for header in headers:
             if not header.startswith(prefix):
                 response.headers.add("Set-Cookie", header)
-
-
-def _leave_cookie_alone(session: ServerSession) -> None:
-    # The cookie is ours and valid, only not usable in this request: take away
-    # the "clear" that would make Flask-Login delete it. (Flask-Login cannot
-    # decode our format, so it still does not log anyone in with it.)
-    dict.pop(session, "_remember", None)
 
 
 def _aware(value: datetime) -> datetime:

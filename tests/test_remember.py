@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from flask import request
+from flask_login import confirm_login
 from flask_login import fresh_login_required
 from flask_login import login_remembered
 from flask_login import login_user
@@ -40,6 +41,11 @@ def test_remembered_login_survives_a_browser_restart_not_fresh(app, collection):
     def sensitive():
         return "sensitive"
 
+    @app.post("/confirm")
+    def confirm():
+        confirm_login()
+        return "confirmed"
+
     @app.get("/remembered")
     def remembered():
         return {"remembered": login_remembered()}
@@ -47,6 +53,7 @@ def test_remembered_login_survives_a_browser_restart_not_fresh(app, collection):
     client = app.test_client()
     client.post("/login/alice?remember=1")
     assert client.get("/sensitive").status_code == 200
+    assert client.get("/remembered").json == {"remembered": True}
     restart_browser(client)
     assert who(client) == {"user": "alice", "fresh": False}
     assert len(loaded.calls) == 1 and loaded.calls[0]["user"].id == "alice"
@@ -55,6 +62,13 @@ def test_remembered_login_survives_a_browser_restart_not_fresh(app, collection):
     # The restored session continues normally, without more restores.
     assert who(client)["user"] == "alice"
     assert len(loaded.calls) == 1
+    assert client.get("/remembered").json == {"remembered": True}
+    # confirm_login() makes it fresh again, as with Flask-Login's own cookie.
+    assert client.post("/confirm").status_code == 200
+    assert client.get("/sensitive").status_code == 200
+    other = app.test_client()
+    other.post("/login/bob")
+    assert other.get("/remembered").json == {"remembered": False}
     assert len(stored(collection, user_id="alice")) == 1
 
 
@@ -63,7 +77,7 @@ def test_the_cookie_holds_no_user_id_and_the_database_only_hashes(app, collectio
     client.post("/login/alice?remember=1")
     value = remember_cookie(client)
     assert "alice" not in value
-    series, token = value.rsplit(".", 1)[0].split(".")
+    series, token = value.rsplit("|", 1)[0].rsplit(".", 1)[0].split(".")
     (doc,) = stored(collection)
     assert series not in repr(doc) and token not in repr(doc)
 
