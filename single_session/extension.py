@@ -16,6 +16,7 @@ from flask import has_request_context
 from flask import request
 from flask import session as flask_session
 from flask.globals import request_ctx
+from flask_login import logout_user
 from flask_login.signals import session_protected
 from flask_login.signals import user_loaded_from_cookie
 from flask_login.signals import user_logged_in
@@ -280,9 +281,19 @@ class SingleSession:
     def logout_everywhere(self, user: t.Any) -> int:
         """End every session of ``user`` (a user object or its id), on every
         device, remember-me included. Returns how many sessions ended. One
-        database update, whatever their number."""
+        database update, whatever their number.
+
+        Called in a request of that same user, it logs this request out too
+        (:func:`flask_login.logout_user`), so the response already shows the
+        user signed out and the rest of the session's data (flashed messages, a
+        cart) carries on in a new anonymous session."""
         state = get_state(current_app)
-        return policy.revoke_all(state, _user_id(user), policy.LOGOUT_EVERYWHERE)
+        user_id = _user_id(user)
+        count = policy.revoke_all(state, user_id, policy.LOGOUT_EVERYWHERE)
+        session = _current_session()
+        if session is not None and session.user_id == user_id:
+            logout_user()
+        return count
 
     def logout_others(self, user: t.Any) -> int:
         """End every session of ``user`` but the current request's, which gets a

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from flask import flash
+from flask import get_flashed_messages
 from flask import session
 from flask_login import current_user
 
@@ -226,6 +228,31 @@ def test_logout_everywhere_from_a_view(collection):
     assert laptop.post("/everywhere").json == {"ended": 2}
     assert who(phone) is None
     assert who(laptop) is None
+
+
+def test_logout_everywhere_logs_out_the_calling_request_too(collection):
+    app = make_app(collection, SINGLE_SESSION_MAX_SESSIONS=None)
+
+    @app.post("/everywhere-only")
+    def everywhere_only():
+        count = logout_everywhere(current_user)
+        flash(f"Signed out of {count} sessions.")
+        return {"ended": count, "user": current_user.get_id()}
+
+    @app.get("/messages")
+    def messages():
+        return {"messages": get_flashed_messages()}
+
+    phone, laptop = devices(app, 2)
+    phone.post("/login/alice")
+    laptop.post("/set/cart", json=["pen"])
+    laptop.post("/login/alice")
+    assert laptop.post("/everywhere-only").json == {"ended": 2, "user": None}
+    assert who(laptop) is None
+    assert laptop.get("/messages").json == {"messages": ["Signed out of 2 sessions."]}
+    assert laptop.get("/get/cart").json == {"value": ["pen"]}
+    assert who(phone) is None
+    assert stored(collection, user_id="alice") == []
 
 
 def test_logout_others_keeps_this_device_with_a_fresh_id(collection):
