@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .app import DemoError
 from .app import create_app
+from .app import DemoError
 from .app import describe_policy
 
 
@@ -19,7 +19,9 @@ def main(argv: list[str] | None = None) -> int:
             " 'none'), SINGLE_SESSION_ON_LIMIT ('evict' or 'deny')."
         ),
     )
-    parser.add_argument("--port", type=int, default=5000, help="port to serve on (default 5000)")
+    parser.add_argument(
+        "--port", type=int, default=5000, help="port to serve on (default 5000)"
+    )
     args = parser.parse_args(argv)
     try:
         app = create_app()

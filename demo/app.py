@@ -22,25 +22,25 @@ import typing as t
 from datetime import datetime
 from datetime import timezone
 
-from flask import Flask
 from flask import abort
 from flask import flash
+from flask import Flask
 from flask import redirect
 from flask import render_template
 from flask import request
 from flask import url_for
-from flask_login import LoginManager
-from flask_login import UserMixin
 from flask_login import current_user
 from flask_login import login_fresh
 from flask_login import login_required
 from flask_login import login_user
+from flask_login import LoginManager
 from flask_login import logout_user
+from flask_login import UserMixin
 
 from single_session import LoginDenied
+from single_session import logout_everywhere
 from single_session import SessionInfo
 from single_session import SingleSession
-from single_session import logout_everywhere
 
 from .useragent import describe
 
@@ -54,7 +54,9 @@ PASSWORD = "demo"
 #: for anything but trying the demo on your own machine.
 DEV_SECRET_KEY = "single_session demo: a public development key, not a secret"
 
-IN_MEMORY_NOTICE = "in-memory store: sessions vanish on restart; set MONGODB_URI to use MongoDB"
+IN_MEMORY_NOTICE = (
+    "in-memory store: sessions vanish on restart; set MONGODB_URI to use MongoDB"
+)
 
 
 class User(UserMixin):
@@ -150,7 +152,9 @@ def create_app(config: dict[str, t.Any] | None = None) -> Flask:
             )
             return page, status
 
-        if user is None or not hmac.compare_digest(password.encode(), PASSWORD.encode()):
+        if user is None or not hmac.compare_digest(
+            password.encode(), PASSWORD.encode()
+        ):
             return again("Unknown user or wrong password.", 401)
 
         same_user = current_user.is_authenticated and current_user.get_id() == user.id
@@ -158,21 +162,19 @@ def create_app(config: dict[str, t.Any] | None = None) -> Flask:
         try:
             login_user(user, remember=remember)
         except LoginDenied as e:
-            plural = "session" if e.limit == 1 else "sessions"
             return again(
-                f"Sign-in refused: {user.id} is already signed in on another device."
-                f" This demo allows {e.limit} {plural} per user and refuses new"
-                " sign-ins beyond that (SINGLE_SESSION_ON_LIMIT=deny)."
+                f"Sign-in refused: {user.id} is already signed in on another device"
+                f" ({_count(e.limit, 'device')} per user, new sign-ins refused)."
                 " Sign out on the other device first.",
                 409,
             )
         # Only to tell the user; the library has already applied the policy.
         ended = before + (0 if same_user else 1) - len(single.sessions_of(user))
         if ended > 0:
-            devices = "device was" if ended == 1 else "devices were"
+            were = "device was" if ended == 1 else "devices were"
+            limit = _count(app.config["SINGLE_SESSION_MAX_SESSIONS"], "device")
             flash(
-                f"{ended} other {devices} signed out: this demo allows"
-                f" {_count(app.config['SINGLE_SESSION_MAX_SESSIONS'], 'device')} per user.",
+                f"{ended} other {were} signed out: this demo allows {limit} per user.",
                 "info",
             )
         return redirect(url_for("home"))
@@ -229,7 +231,11 @@ def create_app(config: dict[str, t.Any] | None = None) -> Flask:
     @login_required
     def sign_out_device(handle: str) -> Response:
         device = next(
-            (_device(s) for s in single.sessions_of(current_user) if s.handle == handle),
+            (
+                _device(s)
+                for s in single.sessions_of(current_user)
+                if s.handle == handle
+            ),
             None,
         )
         if device is None:
@@ -262,7 +268,8 @@ def policy_from_env(environ: t.Mapping[str, str]) -> dict[str, t.Any]:
             limit = 0
         if limit < 1:
             raise DemoError(
-                f"SINGLE_SESSION_MAX_SESSIONS must be a positive number or 'none', got {raw!r}."
+                "SINGLE_SESSION_MAX_SESSIONS must be a positive number or 'none',"
+                f" got {raw!r}."
             )
         config["SINGLE_SESSION_MAX_SESSIONS"] = limit
     on_limit = environ.get("SINGLE_SESSION_ON_LIMIT", "").strip().lower()
