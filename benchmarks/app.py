@@ -12,11 +12,11 @@ from flask import Flask
 from flask import jsonify
 from flask import request
 from flask import session
-from flask_login import LoginManager
-from flask_login import UserMixin
 from flask_login import current_user
 from flask_login import login_user
+from flask_login import LoginManager
 from flask_login import logout_user
+from flask_login import UserMixin
 
 from .counting import CountingCollection
 from .counting import Ledger
@@ -85,7 +85,9 @@ def create_app(backend: str, store: Store | None) -> tuple[Flask, Ledger | None,
 
     @app.get("/me")
     def me() -> t.Any:
-        return jsonify(user=current_user.get_id() if current_user.is_authenticated else None)
+        return jsonify(
+            user=current_user.get_id() if current_user.is_authenticated else None
+        )
 
     @app.post("/set/<key>")
     def set_value(key: str) -> t.Any:
@@ -96,7 +98,13 @@ def create_app(backend: str, store: Store | None) -> tuple[Flask, Ledger | None,
 
 
 def _init_flask_session(app: Flask, store: Store, raw: t.Any) -> None:
-    from flask_session import Session
+    try:
+        from flask_session import Session
+    except ImportError:
+        raise SystemExit(
+            "The benchmark compares with Flask-Session: pip install"
+            " 'flask-session>=0.8,<0.9' (and mongomock, unless MONGODB_URI is set)."
+        ) from None
 
     app.config.update(
         SESSION_TYPE="mongodb",
@@ -112,7 +120,9 @@ def _init_flask_session(app: Flask, store: Store, raw: t.Any) -> None:
         # check accept mongomock's client, for construction only.
         import mongomock
 
-        with mock.patch("flask_session.mongodb.mongodb.MongoClient", mongomock.MongoClient):
+        with mock.patch(
+            "flask_session.mongodb.mongodb.MongoClient", mongomock.MongoClient
+        ):
             Session(app)
     else:
         Session(app)
@@ -142,7 +152,13 @@ class Store:
         import mongomock
 
         client = mongomock.MongoClient()
-        return cls("mongomock", client, client.single_session_bench, "mongomock " + mongomock.__version__, [])
+        return cls(
+            "mongomock",
+            client,
+            client.single_session_bench,
+            "mongomock " + mongomock.__version__,
+            [],
+        )
 
     def new_collection(self, prefix: str) -> t.Any:
         collection = self.database[f"bench_{prefix}_{uuid.uuid4().hex[:8]}"]

@@ -58,6 +58,10 @@ class Ledger:
 
     ops: list[Op] = field(default_factory=list)
     store_seconds: float = 0.0
+    #: The clock store time is read from (``time.thread_time`` for CPU time).
+    clock: t.Callable[[], float] = time.perf_counter
+    #: Set while a call to the collection is running.
+    busy: bool = False
 
     def reset(self) -> None:
         self.ops.clear()
@@ -94,11 +98,13 @@ class CountingCollection:
         def call(*args: t.Any, **kwargs: t.Any) -> t.Any:
             op = Op(name, args[0] if args else kwargs.get("filter"))
             ledger.ops.append(op)
-            start = time.perf_counter()
+            ledger.busy = True
+            start = ledger.clock()
             try:
                 result = attr(*args, **kwargs)
             finally:
-                ledger.store_seconds += time.perf_counter() - start
+                ledger.store_seconds += ledger.clock() - start
+                ledger.busy = False
             if name in ("find", "aggregate"):
                 return TimedCursor(result, ledger, op)
             return result
@@ -123,11 +129,14 @@ class TimedCursor:
         return self
 
     def __next__(self) -> t.Any:
-        start = time.perf_counter()
+        ledger = self._ledger
+        ledger.busy = True
+        start = ledger.clock()
         try:
             document = next(self._inner)
         finally:
-            self._ledger.store_seconds += time.perf_counter() - start
+            ledger.store_seconds += ledger.clock() - start
+            ledger.busy = False
         self._op.returned = (self._op.returned or 0) + 1
         return document
 
