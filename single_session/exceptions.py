@@ -21,6 +21,10 @@ class SessionStoreUnavailable(SingleSessionError, ServiceUnavailable):
 
     description = "The session store is unavailable. Please try again in a moment."
 
+    #: Set when a new session's insert failed in a way that it may have been
+    #: stored all the same (its reply was lost and the check failed too).
+    maybe_stored = False
+
 
 class LoginDenied(SingleSessionError):
     """Raised by :func:`flask_login.login_user` when ``SINGLE_SESSION_ON_LIMIT`` is

@@ -29,6 +29,7 @@ from .exceptions import LoginDenied
 from .exceptions import SessionStoreUnavailable
 from .sessions import end_login
 from .sessions import LOGIN_KEYS
+from .sessions import Revocation
 from .sessions import ServerSession
 from .sessions import ServerSessionInterface
 from .sessions import write_session
@@ -64,13 +65,16 @@ class SessionInfo:
 
     #: Opaque name of the session, for :meth:`SingleSession.revoke`. Not its id.
     handle: str
-    #: When the session was created, logged in, and last seen (aware, UTC).
+    #: When the session was created (aware, UTC).
     created_at: datetime
+    #: When the user logged in on this device (kept across remember-me restores).
     login_at: datetime | None
+    #: When the device was last seen (to within ``SINGLE_SESSION_TOUCH_INTERVAL``).
     last_seen: datetime
-    #: The client's address and User-Agent when it logged in (``None`` when
-    #: ``SINGLE_SESSION_RECORD_DEVICE`` is off).
+    #: The client's address when the session was created or logged in (``None``
+    #: when ``SINGLE_SESSION_RECORD_DEVICE`` is off).
     ip: str | None
+    #: The client's User-Agent then, at most 512 characters.
     user_agent: str | None
     #: This is the session of the current request.
     current: bool
@@ -116,6 +120,9 @@ class _State:
 
     def max_size(self) -> int | None:
         return t.cast("int | None", self.config["SINGLE_SESSION_MAX_SIZE"])
+
+    def refresh_remember(self) -> bool:
+        return bool(self.config.get("REMEMBER_COOKIE_REFRESH_EACH_REQUEST"))
 
     def on_limit(self) -> str:
         return t.cast(str, self.config["SINGLE_SESSION_ON_LIMIT"])
@@ -228,7 +235,7 @@ class SingleSession:
             )
 
         store = SessionStore(
-            self._collection_source(app), float(config["SINGLE_SESSION_TIMEOUT"])
+            self._collection_source(app), _seconds(config["SINGLE_SESSION_TIMEOUT"]).total_seconds()
         )
         app.extensions[EXTENSION_NAME] = _State(self, store)
         app.session_interface = ServerSessionInterface()
@@ -353,7 +360,7 @@ def logout_everywhere(user: t.Any) -> int:
     return get_state(current_app).extension.logout_everywhere(user)
 
 
-def revocation() -> t.Any:
+def revocation() -> Revocation | None:
     """Why this request's session cookie no longer works, as a
     :class:`~single_session.sessions.Revocation`, or ``None``."""
     session = _current_session()
@@ -420,7 +427,11 @@ def _before_request() -> None:
         if message:
             flash(message, "warning")
     if session.remember_pending:
-        remember.restore(app, state, session, request)
+        try:
+            remember.restore(app, state, session, request)
+        except SessionStoreUnavailable as e:
+            _unavailable(session, e)
+            raise
 
 
 def _after_request(response: Response) -> Response:
@@ -464,11 +475,13 @@ def _on_user_logged_in(app: Flask, user: t.Any = None, **extra: t.Any) -> None:
         stored, value = remember.new_remember(app, state, state.now(), seconds)
     try:
         policy.bind(state, session, user, str(user_id), remember=stored)
-    except (LoginDenied, SessionStoreUnavailable):
+    except (LoginDenied, SessionStoreUnavailable) as e:
         # Undo what login_user() wrote, so that the view sees an anonymous user.
         for key in LOGIN_KEYS:
             session.pop(key, None)
         app.login_manager._update_request_context_with_user()  # type: ignore[attr-defined]
+        if isinstance(e, SessionStoreUnavailable):
+            _unavailable(session, e)
         raise
     if value is not None:
         session.remember_cookie = ("set", value, stored["expires_at"])  # type: ignore[index]
@@ -482,4 +495,15 @@ def _on_login_ended(app: Flask, **extra: t.Any) -> None:
         return
     if remember.cookie_name(app) in request.cookies:
         session.remember_cookie = "delete"
-    end_login(get_state(app), session)
+    try:
+        end_login(get_state(app), session)
+    except SessionStoreUnavailable as e:
+        _unavailable(session, e)
+        raise
+
+
+def _unavailable(session: ServerSession, error: SessionStoreUnavailable) -> None:
+    """The database failed in a library call during the request: the request
+    becomes a 503 that leaves the stored session and every cookie as they were,
+    without waiting on the database again to save the session."""
+    session.unavailable = error

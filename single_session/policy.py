@@ -17,6 +17,7 @@ the user to ``SINGLE_SESSION_MAX_SESSIONS``:
 
 from __future__ import annotations
 
+import logging
 import typing as t
 from datetime import datetime
 
@@ -30,6 +31,8 @@ from .store import DuplicateKeyError
 
 if t.TYPE_CHECKING:
     from .extension import _State
+
+logger = logging.getLogger("single_session")
 
 #: Revocation reasons.
 SIGNED_IN_ELSEWHERE = "signed_in_elsewhere"
@@ -80,7 +83,13 @@ def bind(
                 pass  # it expires on its own; nothing has its id
         raise
     if old is not None:
-        store.delete(old["_id"])
+        try:
+            store.delete(old["_id"])
+        except SessionStoreUnavailable:
+            # The login is done (and may have evicted a device for it): do not
+            # fail it now. The old session is only left over: its cookie is
+            # replaced, and it expires on its own.
+            logger.warning("single_session could not delete a replaced session")
         if old.get("remember") and remember is None:
             session.remember_cookie = "delete"
     session.adopt(sid, document, stored)
@@ -98,7 +107,7 @@ def _admit(
     if limit is None or state.on_limit() == "evict":
         sid = insert_new(state, document)
         if limit is not None:
-            live = store.user_sessions(user_id, now)
+            live = store.user_sessions(user_id, now, ["_id"])
             victims = [d["_id"] for d in live[limit:]]
             if victims:
                 store.revoke(
@@ -108,7 +117,7 @@ def _admit(
                 )
         return sid
 
-    held = {d.get("slot_key") for d in store.user_sessions(user_id, now)}
+    held = {d.get("slot_key") for d in store.user_sessions(user_id, now, ["slot_key"])}
     for slot in range(limit):
         slot_key = f"{slot}:{user_id}"
         if slot_key in held:

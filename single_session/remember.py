@@ -153,6 +153,10 @@ def restore(
     dict.pop(session, "_remember", None)
     session["_user_id"] = user_id
     session["_fresh"] = False
+    # Flask-Login's own restore leaves out the session identifier, so that its
+    # session protection then marks every later request ("basic") or undoes the
+    # restore at once ("strong"). Set it, as login_user() does.
+    session["_id"] = login_manager._session_identifier_generator()
     stored, value = new_remember(
         app,
         state,

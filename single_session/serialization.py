@@ -62,9 +62,25 @@ def dump_value(key: str, value: t.Any) -> str:
         ) from e
 
 
-def dump_data(data: t.Mapping[str, t.Any], max_size: int | None) -> dict[str, str]:
+#: Types whose values cannot change in place (exact types, not subclasses).
+_IMMUTABLE = frozenset({str, int, float, bool, type(None), bytes})
+_MISSING = object()
+
+
+def dump_data(
+    data: t.Mapping[str, t.Any],
+    max_size: int | None,
+    loaded: tuple[t.Mapping[str, t.Any], t.Mapping[str, str]] | None = None,
+) -> dict[str, str]:
     """The stored form of a whole session. Raises :exc:`SessionDataError` naming
-    the first key whose value cannot be stored, or :exc:`SessionTooLarge`."""
+    the first key whose value cannot be stored, or :exc:`SessionTooLarge`.
+
+    :param loaded: the values the session was loaded with and the stored texts
+        they were loaded from. A value that is still the very object loaded, of
+        a type that cannot change in place, keeps its text: only what may have
+        changed is serialised again.
+    """
+    values, texts = loaded if loaded is not None else ({}, {})
     stored: dict[str, str] = {}
     size = 0
     for key, value in data.items():
@@ -73,7 +89,14 @@ def dump_data(data: t.Mapping[str, t.Any], max_size: int | None) -> dict[str, st
                 f"Session keys must be strings, got {key!r}.", key=repr(key)
             )
         field = escape_key(key)
-        text = dump_value(key, value)
+        if (
+            type(value) in _IMMUTABLE
+            and values.get(key, _MISSING) is value
+            and field in texts
+        ):
+            text = texts[field]
+        else:
+            text = dump_value(key, value)
         stored[field] = text
         size += len(field) + len(text.encode("utf-8", "surrogatepass"))
     if max_size is not None and size > max_size:

@@ -17,6 +17,7 @@ import logging
 import typing as t
 from dataclasses import dataclass
 from datetime import datetime
+from datetime import timedelta
 from datetime import timezone
 
 from flask.sessions import SessionInterface
@@ -77,6 +78,9 @@ class ServerSession(CallbackDict, SessionMixin):  # type: ignore[type-arg]
         self.document: dict[str, t.Any] | None = None
         #: The stored form of each key (to send only what changed).
         self.stored: dict[str, str] = {}
+        #: The values this session was loaded with and the stored texts they
+        #: came from, so that a write serialises only what may have changed.
+        self.loaded: tuple[dict[str, t.Any], dict[str, str]] | None = None
         #: Set when the request's cookie named a session that was revoked.
         self.revocation: Revocation | None = None
         #: Set when the database failed while this session was loaded or saved.
@@ -175,6 +179,7 @@ def session_from_document(document: dict[str, t.Any]) -> ServerSession:
     session = ServerSession(data)
     session.document = document
     session.stored = dict(stored)
+    session.loaded = (data, session.stored.copy())
     return session
 
 
@@ -271,6 +276,11 @@ class ServerSessionInterface(SessionInterface):
         # changed after it, by an after_request function registered even later,
         # is written here.
         state.persist(session)
+        if session.sid is not None and not (
+            session.sid_changed or self.should_set_cookie(app, session)
+        ):
+            # The common case, a session whose cookie stands: nothing to send.
+            return
         name = self.get_cookie_name(app)
         domain = self.get_cookie_domain(app)
         path = self.get_cookie_path(app)
@@ -293,8 +303,6 @@ class ServerSessionInterface(SessionInterface):
                 response.vary.add("Cookie")
             return
 
-        if not (session.sid_changed or self.should_set_cookie(app, session)):
-            return
         signer = state.session_signer.get(app)
         assert signer is not None
         response.set_cookie(
@@ -368,11 +376,20 @@ def refresh_expiry(
     absolute = document.get("absolute_expires_at")
     if isinstance(absolute, datetime):
         expires_at = min(expires_at, _aware(absolute))
+    fields: dict[str, t.Any] = {"seen_at": now, "expires_at": expires_at}
     purge_at = expires_at
     remember = document.get("remember")
     if isinstance(remember, dict) and isinstance(remember.get("expires_at"), datetime):
-        purge_at = max(purge_at, _aware(remember["expires_at"]))
-    return {"seen_at": now, "expires_at": expires_at, "purge_at": purge_at}
+        remember_expires_at = _aware(remember["expires_at"])
+        seconds = remember.get("seconds")
+        if state.refresh_remember() and isinstance(seconds, (int, float)):
+            # REMEMBER_COOKIE_REFRESH_EACH_REQUEST slides the cookie's expiry;
+            # the server's follows it (at each touch).
+            remember_expires_at = now + timedelta(seconds=seconds)
+            fields["remember.expires_at"] = remember_expires_at
+        purge_at = max(purge_at, remember_expires_at)
+    fields["purge_at"] = purge_at
+    return fields
 
 
 def insert_new(state: _State, document: dict[str, t.Any], attempts: int = 3) -> str:
@@ -391,6 +408,12 @@ def insert_new(state: _State, document: dict[str, t.Any], attempts: int = 3) -> 
             if attempt == attempts - 1:
                 raise
             continue
+        except SessionStoreUnavailable as e:
+            if not e.maybe_stored:
+                # Not stored: nothing for the caller to take back (and no
+                # second wait on a dead database to try).
+                del document["_id"]
+            raise
         return sid
     raise AssertionError("unreachable")
 
@@ -455,7 +478,7 @@ def write_session(state: _State, session: ServerSession) -> None:
     unset: dict[str, t.Any] = {}
     stored = session.stored
     if session.modified:
-        stored = serialization.dump_data(session, state.max_size())
+        stored = serialization.dump_data(session, state.max_size(), session.loaded)
         for field, text in stored.items():
             if session.stored.get(field) != text:
                 set_["data." + field] = text
@@ -469,6 +492,9 @@ def write_session(state: _State, session: ServerSession) -> None:
     expiry = refresh_expiry(document, state, now)
     set_.update(expiry)
     if store.update_live(document["_id"], now, set_, unset):
+        remember_expires_at = expiry.pop("remember.expires_at", None)
+        if remember_expires_at is not None:
+            document["remember"]["expires_at"] = remember_expires_at
         document.update(expiry)
         document["data"] = stored
         session.stored = stored

@@ -29,6 +29,7 @@ from pymongo.errors import ConnectionFailure
 from pymongo.errors import DuplicateKeyError
 from pymongo.errors import OperationFailure
 from pymongo.errors import PyMongoError
+from pymongo.errors import ServerSelectionTimeoutError
 
 from .exceptions import IndexConflict
 from .exceptions import SessionStoreUnavailable
@@ -44,7 +45,12 @@ T = t.TypeVar("T")
 #: The indexes the library needs: name, keys, options.
 INDEXES: list[tuple[str, list[tuple[str, int]], dict[str, t.Any]]] = [
     # A user's sessions, in login order (eviction, listing, logout everywhere).
-    ("single_session_user", [("user_id", 1), ("login_at", 1)], {"sparse": True}),
+    # (_id last, so the tie-break of the login order is in the index too.)
+    (
+        "single_session_user",
+        [("user_id", 1), ("login_at", 1), ("_id", 1)],
+        {"sparse": True},
+    ),
     # Leftovers (expired sessions, tombstones) are removed by MongoDB itself.
     ("single_session_purge", [("purge_at", 1)], {"expireAfterSeconds": 0}),
     # A remembered device, found by the series of its remember-me cookie.
@@ -74,6 +80,41 @@ _INDEX_CONFLICT_CODES = {85, 86}
 def _is_transient(error: PyMongoError) -> bool:
     return isinstance(error, ConnectionFailure) or bool(
         getattr(error, "timeout", False)
+    )
+
+
+def _index_in_the_way(
+    existing: t.Mapping[str, t.Any],
+    name: str,
+    keys: list[tuple[str, int]],
+    options: Document,
+) -> str | None:
+    """The name of an existing index that stops index ``name`` being created:
+    one of that name with other keys or options, or one with its keys under
+    another name (MongoDB refuses both)."""
+    for other, info in existing.items():
+        same_keys = [tuple(k) for k in info.get("key", [])] == keys
+        if other == name:
+            same_options = (
+                bool(info.get("unique")) == bool(options.get("unique"))
+                and bool(info.get("sparse")) == bool(options.get("sparse"))
+                and info.get("expireAfterSeconds") == options.get("expireAfterSeconds")
+            )
+            if not (same_keys and same_options):
+                return other
+        elif same_keys:
+            return other
+    return None
+
+
+def _index_conflict(
+    collection: Collection[Document], other: str, name: str, detail: t.Any
+) -> IndexConflict:
+    return IndexConflict(
+        f"The collection {collection.full_name!r} has an index {other!r} that is"
+        f" in the way of the index {name!r} single_session needs ({detail})."
+        f" Drop it with db.{collection.name}.dropIndex({other!r}) and run"
+        " 'flask single-session create-indexes'."
     )
 
 
@@ -116,9 +157,11 @@ class SessionStore:
                     self._indexes_ready = False
         return self._collection
 
-    def _call(self, fn: t.Callable[[], T], *, retry: bool) -> T:
+    def _call(
+        self, fn: t.Callable[[], T], *, retry: bool, timeout: float | None = None
+    ) -> T:
         try:
-            with pymongo.timeout(self.timeout):
+            with pymongo.timeout(timeout or self.timeout):
                 try:
                     return fn()
                 except AutoReconnect:  # includes NetworkTimeout
@@ -135,7 +178,14 @@ class SessionStore:
         """Create the indexes the library needs (idempotent). Raises
         :exc:`IndexConflict` if one exists under the same name with other options."""
         collection = self.collection
+        # Compared here rather than left to the server's error (codes 85/86)
+        # alone: the message can name the index to drop, and mongomock, which
+        # does not raise those errors, gets the same check.
+        existing = self._call(collection.index_information, retry=True)
         for name, keys, options in INDEXES:
+            other = _index_in_the_way(existing, name, keys, options)
+            if other is not None:
+                raise _index_conflict(collection, other, name, existing[other])
             try:
                 self._call(
                     functools.partial(
@@ -146,12 +196,7 @@ class SessionStore:
             except OperationFailure as e:
                 if e.code in _INDEX_CONFLICT_CODES:
                     detail = (e.details or {}).get("errmsg", e)
-                    raise IndexConflict(
-                        f"The collection {collection.full_name!r} has an index that"
-                        f" conflicts with {name!r} ({detail})."
-                        f" Drop it with db.{collection.name}.dropIndex({name!r}) and"
-                        " run 'flask single-session create-indexes'."
-                    ) from e
+                    raise _index_conflict(collection, name, name, detail) from e
                 raise
         self._indexes_ready = True
 
@@ -201,14 +246,24 @@ class SessionStore:
         try:
             self._call(lambda: collection.insert_one(document), retry=False)
         except SessionStoreUnavailable as e:
-            # The insert may have happened; find out rather than guess.
-            if isinstance(e.__cause__, AutoReconnect):
+            cause = e.__cause__
+            if isinstance(cause, ServerSelectionTimeoutError):
+                raise  # never sent (and asking would wait a second time)
+            if not isinstance(cause, AutoReconnect):
+                e.maybe_stored = True  # e.g. a write concern timeout
+                raise
+            # The reply was lost: the insert may have happened; find out
+            # rather than guess.
+            try:
                 found = self._call(
                     lambda: collection.find_one({"_id": document["_id"]}, {"_id": 1}),
                     retry=True,
                 )
-                if found is not None:
-                    return
+            except SessionStoreUnavailable as check:
+                check.maybe_stored = True
+                raise
+            if found is not None:
+                return
             raise
 
     def update_live(
@@ -259,13 +314,18 @@ class SessionStore:
 
     # -- a user's sessions -------------------------------------------------
 
-    def user_sessions(self, user_id: str, now: datetime) -> list[Document]:
+    def user_sessions(
+        self, user_id: str, now: datetime, fields: list[str] | None = None
+    ) -> list[Document]:
         """The user's live sessions (a remembered device counts while its
-        remember-me is valid), newest login first."""
+        remember-me is valid), newest login first; only ``fields`` of them if
+        given (the policy needs ids, not every session's data)."""
         query = {"user_id": user_id, "purge_at": {"$gt": now}}
         order = [("login_at", pymongo.DESCENDING), ("_id", pymongo.DESCENDING)]
+        projection = None if fields is None else dict.fromkeys(fields, 1)
         return self._call(
-            lambda: list(self.collection.find(query, sort=order)), retry=True
+            lambda: list(self.collection.find(query, projection, sort=order)),
+            retry=True,
         )
 
     def revoke(
@@ -304,13 +364,20 @@ class SessionStore:
     # -- operators ---------------------------------------------------------
 
     def counts(self) -> dict[str, int]:
+        """For operators (``flask single-session stats``), not for requests: the
+        counts scan the collection, so they get a minute, not the request timeout."""
         c = self.collection
-        total = self._call(lambda: c.count_documents({}), retry=True)
+        slow = max(self.timeout, 60.0)
+        total = self._call(lambda: c.count_documents({}), retry=True, timeout=slow)
         bound = self._call(
-            lambda: c.count_documents({"user_id": {"$exists": True}}), retry=True
+            lambda: c.count_documents({"user_id": {"$exists": True}}),
+            retry=True,
+            timeout=slow,
         )
         tombstones = self._call(
-            lambda: c.count_documents({"revoked": {"$exists": True}}), retry=True
+            lambda: c.count_documents({"revoked": {"$exists": True}}),
+            retry=True,
+            timeout=slow,
         )
         return {
             "sessions": total - tombstones,

@@ -45,7 +45,8 @@ ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "tests" / "artifacts" / "demo_e2e"
 DOCS_SCREENSHOTS = ROOT / "docs" / "screenshots"
 
-CHROMIUM = "/usr/bin/chromium"
+# Debian's Chromium here; CI elsewhere (GitHub's runners) points this at Chrome.
+CHROMIUM = os.environ.get("SINGLE_SESSION_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",

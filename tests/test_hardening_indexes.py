@@ -1,0 +1,95 @@
+"""An index that is in the way (same name, other options or keys; or the same
+keys under another name) is a clear IndexConflict that says what to drop, on
+the first write, from the CLI, and from ensure_indexes; never silently ignored."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import make_app
+from conftest import stored
+from single_session import IndexConflict
+from single_session.store import INDEXES
+
+CONFLICTS = {
+    "same name, other keys": (
+        [("user_id", 1)],
+        {"name": "single_session_user", "sparse": True},
+        "single_session_user",
+    ),
+    "same name, other options": (
+        [("purge_at", 1)],
+        {"name": "single_session_purge", "expireAfterSeconds": 3600},
+        "single_session_purge",
+    ),
+    "same name, not unique": (
+        [("remember.series", 1)],
+        {"name": "single_session_remember", "sparse": True},
+        "single_session_remember",
+    ),
+    "same keys, other name": (
+        [("purge_at", 1)],
+        {"name": "purge_ttl", "expireAfterSeconds": 0},
+        "purge_ttl",
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    "keys,options,to_drop", CONFLICTS.values(), ids=CONFLICTS.keys()
+)
+def test_conflicting_index_is_a_clear_error(raw_collection, keys, options, to_drop):
+    raw_collection.create_index(keys, **options)
+    app = make_app(raw_collection)
+
+    with pytest.raises(IndexConflict) as info:
+        app.test_client().post("/set/cart", json=["apple"])
+
+    message = str(info.value)
+    assert f"dropIndex({to_drop!r})" in message
+    assert "create-indexes" in message
+    assert stored(raw_collection) == []
+
+
+@pytest.mark.parametrize(
+    "keys,options,to_drop", CONFLICTS.values(), ids=CONFLICTS.keys()
+)
+def test_cli_create_indexes_reports_the_conflict(
+    raw_collection, keys, options, to_drop
+):
+    raw_collection.create_index(keys, **options)
+    app = make_app(raw_collection)
+
+    result = app.test_cli_runner().invoke(args=["single-session", "create-indexes"])
+
+    assert result.exit_code != 0
+    assert isinstance(result.exception, IndexConflict)
+    assert f"dropIndex({to_drop!r})" in str(result.exception)
+
+
+def test_matching_indexes_are_accepted_and_created_once(raw_collection, collection):
+    for name, keys, options in INDEXES:
+        raw_collection.create_index(keys, name=name, **options)
+    app = make_app(collection)
+    client = app.test_client()
+
+    assert client.post("/set/cart", json=["apple"]).status_code == 200
+    assert client.post("/set/cart", json=["pear"]).status_code == 200
+
+    assert collection.ops(exclude=()).count("create_index") == len(INDEXES)
+    names = set(raw_collection.index_information())
+    assert {name for name, _, _ in INDEXES} <= names
+
+
+def test_after_dropping_the_conflict_it_works(raw_collection):
+    raw_collection.create_index([("user_id", 1)], name="single_session_user")
+    app = make_app(raw_collection)
+    with pytest.raises(IndexConflict):
+        app.test_client().post("/set/cart", json=["apple"])
+
+    raw_collection.drop_index("single_session_user")
+
+    assert app.test_client().post("/set/cart", json=["apple"]).status_code == 200
+    info = raw_collection.index_information()["single_session_user"]
+    (keys,) = [keys for name, keys, _ in INDEXES if name == "single_session_user"]
+    assert [tuple(k) for k in info["key"]] == keys
