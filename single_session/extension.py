@@ -3,6 +3,7 @@ the public API for ending sessions."""
 
 from __future__ import annotations
 
+import logging
 import typing as t
 from dataclasses import dataclass
 from datetime import datetime
@@ -42,6 +43,8 @@ if t.TYPE_CHECKING:
     from pymongo.collection import Collection
 
 EXTENSION_NAME = "single_session"
+
+logger = logging.getLogger("single_session")
 
 #: Default flash messages for a device whose session was revoked, by reason.
 DEFAULT_REVOKED_MESSAGES: dict[str, str] = {
@@ -146,6 +149,24 @@ class _State:
             "user_agent": request.user_agent.string[:_MAX_USER_AGENT],
         }
 
+    def bind_outside_login(self, session: ServerSession, user_id: str) -> None:
+        """Bind a session whose ``_user_id`` was set without ``login_user()``."""
+        login_manager = getattr(current_app, "login_manager", None)
+        loader = getattr(login_manager, "_user_callback", None)
+        user = loader(user_id) if loader is not None else None
+        try:
+            if user is None:
+                raise LoginDenied(user_id, 0)
+            policy.bind(self, session, user, user_id)
+        except LoginDenied:
+            logger.warning(
+                "single_session dropped the login of %r: the user is unknown or"
+                " over the session limit. Log users in with login_user().",
+                user_id,
+            )
+            for key in LOGIN_KEYS:
+                dict.pop(session, key, None)
+
     def persist(self, session: ServerSession) -> None:
         write_session(self, session)
 
@@ -235,7 +256,8 @@ class SingleSession:
             )
 
         store = SessionStore(
-            self._collection_source(app), _seconds(config["SINGLE_SESSION_TIMEOUT"]).total_seconds()
+            self._collection_source(app),
+            _seconds(config["SINGLE_SESSION_TIMEOUT"]).total_seconds(),
         )
         app.extensions[EXTENSION_NAME] = _State(self, store)
         app.session_interface = ServerSessionInterface()

@@ -442,12 +442,11 @@ def write_session(state: _State, session: ServerSession) -> None:
         end_login(state, session)
         document = None
     elif user_id is not None and (document is None or document.get("user_id") is None):
-        logger.warning(
-            "single_session dropped a '_user_id' that was not set by"
-            " flask_login.login_user(); log users in with login_user()."
-        )
-        for key in LOGIN_KEYS:
-            dict.pop(session, key, None)
+        # A login that did not come through login_user(): Flask-Login's test
+        # client, session_transaction(), or app code setting the key. It goes
+        # through the policy all the same (or is dropped if refused).
+        state.bind_outside_login(session, str(user_id))
+        document = session.document
 
     if (
         document is None

@@ -358,17 +358,53 @@ def test_module_function_needs_the_extension():
         logout_everywhere("alice")
 
 
-def test_login_outside_login_user_is_not_trusted(app, collection, caplog):
-    @app.post("/sneak")
-    def sneak():
-        session["_user_id"] = "alice"
+def test_login_outside_login_user_goes_through_the_policy(app, collection):
+    @app.post("/set-user/<name>")
+    def set_user(name):
+        session["_user_id"] = name
         return "ok"
 
-    client = app.test_client()
-    client.post("/sneak")
-    assert who(client) is None
-    assert all("user_id" not in d for d in stored(collection))
+    first, second = devices(app, 2)
+    first.post("/login/alice")
+    second.post("/set/cart", json=["pen"])
+    second.post("/set-user/alice")
+    assert who(second) == "alice"
+    assert who(first) is None
+    assert second.get("/get/cart").json == {"value": ["pen"]}
+    (doc,) = stored(collection, user_id="alice")
+    assert doc["data"]["_user_id"] == '"alice"'
+
+
+def test_unknown_or_refused_login_outside_login_user_is_dropped(collection, caplog):
+    app = make_app(collection, SINGLE_SESSION_ON_LIMIT="deny")
+
+    @app.post("/set-user/<name>")
+    def set_user(name):
+        session["_user_id"] = name
+        return "ok"
+
+    ghost = app.test_client()
+    ghost.post("/set-user/nobody")
+    assert who(ghost) is None
+    first, second = devices(app, 2)
+    first.post("/login/alice")
+    second.post("/set-user/alice")
+    assert who(second) is None
+    assert who(first) == "alice"
     assert "login_user" in caplog.text
+    assert len(stored(collection, user_id="alice")) == 1
+
+
+def test_flask_logins_test_client_works(collection):
+    from flask_login import FlaskLoginClient
+
+    app = make_app(collection)
+    app.test_client_class = FlaskLoginClient
+    phone = app.test_client(user=USERS["alice"])
+    assert who(phone) == "alice"
+    laptop = app.test_client(user=USERS["alice"])
+    assert who(laptop) == "alice"
+    assert who(phone) is None  # the policy applied to it too
 
 
 def test_strong_session_protection_keeps_data_unbound(collection):
