@@ -78,7 +78,11 @@ class FaultyCollection:
             return perform(*args, **kwargs)
 
         def perform(*args: t.Any, **kwargs: t.Any) -> t.Any:
-            faults.calls.append((name, args[0] if args else kwargs.get("filter")))
+            first = args[0] if args else kwargs.get("filter")
+            # A copy: the library may change a document after the call.
+            faults.calls.append(
+                (name, dict(first) if isinstance(first, dict) else first)
+            )
             if faults.down is not None:
                 raise faults.down
             queue = faults.rules.get(name)
@@ -136,7 +140,7 @@ class LockedCollection:
 
 
 class _ListCursor:
-    """A cursor already read: what ``find`` returns through :class:`LockedCollection`."""
+    """A cursor already read (what ``find`` returns through LockedCollection)."""
 
     def __init__(self, documents: list[t.Any]) -> None:
         self._documents = documents

@@ -4,15 +4,16 @@ the signature checks out (promise 9)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 
-from hypothesis import HealthCheck
 from hypothesis import example
 from hypothesis import given
+from hypothesis import HealthCheck
 from hypothesis import settings
 from hypothesis import strategies as st
 from itsdangerous import Signer
-from werkzeug.http import parse_cookie
+from werkzeug.sansio.http import parse_cookie
 
 from single_session.tokens import hash_id
 from single_session.tokens import new_id
@@ -41,8 +42,10 @@ INJECTIONS = [
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=10),
-    lambda children: st.lists(children, max_size=3)
-    | st.dictionaries(st.text(max_size=5), children, max_size=3),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(st.text(max_size=5), children, max_size=3)
+    ),
     max_leaves=8,
 )
 
@@ -111,7 +114,7 @@ def test_both_cookies_at_once_cost_nothing(app, collection, session, remember):
 
 
 def sign(app, payload, salt="single_session.session"):
-    signer = Signer(app.secret_key, salt=salt, digest_method=__import__("hashlib").sha256)
+    signer = Signer(app.secret_key, salt=salt, digest_method=hashlib.sha256)
     return signer.sign(payload).decode("latin-1")
 
 
@@ -119,7 +122,9 @@ def sign(app, payload, salt="single_session.session"):
 @given(payload=cookie_values.filter(lambda v: v.isascii()))
 @example(payload='{"$ne": null}')
 @example(payload=new_id() + "." + new_id())
-def test_a_validly_signed_payload_that_is_not_an_id_costs_no_query(app, collection, payload):
+def test_a_validly_signed_payload_that_is_not_an_id_costs_no_query(
+    app, collection, payload
+):
     """Even with the right key, only a well-formed id reaches the database, and
     then only as its hash."""
     collection.reset()

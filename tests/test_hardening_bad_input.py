@@ -1,0 +1,246 @@
+"""Bad input, one case at a time: cookies that are not ours, stored documents
+that are not what the library writes, and values that cannot be stored."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from flask import session
+from flask.sessions import SecureCookieSessionInterface
+from itsdangerous import Signer
+
+from conftest import make_app
+from conftest import stored
+from single_session import SessionDataError
+from single_session import SessionTooLarge
+from single_session.tokens import new_id
+
+
+def session_cookie(client):
+    cookie = client.get_cookie("session")
+    return None if cookie is None else cookie.value
+
+
+def logged_in(app):
+    client = app.test_client()
+    client.post("/login/alice")
+    client.post("/set/cart", json=["apple"])
+    return client
+
+
+def sign(app, payload, salt):
+    return (
+        Signer(app.secret_key, salt=salt, digest_method=hashlib.sha256)
+        .sign(payload)
+        .decode()
+    )
+
+
+def tamper(value):
+    payload, signature = value.rsplit(".", 1)
+    flipped = "A" if signature[0] != "A" else "B"
+    return f"{payload}.{flipped}{signature[1:]}"
+
+
+BAD_COOKIES = {
+    "tampered signature": lambda app, good: tamper(good),
+    "tampered id": lambda app, good: ("A" if good[0] != "A" else "B") + good[1:],
+    "unsigned id": lambda app, good: good.rsplit(".", 1)[0],
+    "empty": lambda app, good: "",
+    "garbage": lambda app, good: "not-a-cookie",
+    "8 KB": lambda app, good: good * (8192 // len(good) + 1),
+    "NUL inside": lambda app, good: good[:10] + "\x00" + good[10:],
+    "remember-me salt": lambda app, good: sign(
+        app, good.rsplit(".", 1)[0], "single_session.remember"
+    ),
+    "Flask's cookie session": lambda app, good: (
+        SecureCookieSessionInterface()
+        .get_signing_serializer(app)
+        .dumps({"_user_id": "alice", "_fresh": True})
+    ),
+    "another secret key": lambda app, good: (
+        Signer(
+            "another secret",
+            salt="single_session.session",
+            digest_method=hashlib.sha256,
+        )
+        .sign(good.rsplit(".", 1)[0])
+        .decode()
+    ),
+}
+
+
+@pytest.mark.parametrize("make_bad", BAD_COOKIES.values(), ids=BAD_COOKIES.keys())
+def test_bad_cookie_is_anonymous_costs_no_query_and_harms_no_session(
+    app, collection, make_bad
+):
+    good = session_cookie(logged_in(app))
+    before = stored(collection)
+    collection.reset()
+
+    attacker = app.test_client(use_cookies=False)
+    r = attacker.get("/private", headers={"Cookie": f"session={make_bad(app, good)}"})
+
+    assert r.status_code == 401
+    assert collection.log == []
+    # The real session is untouched, and its owner is still logged in.
+    assert stored(collection) == before
+    owner = app.test_client(use_cookies=False)
+    assert (
+        owner.get("/me", headers={"Cookie": f"session={good}"}).json["user"] == "alice"
+    )
+
+
+# -- malformed stored documents --------------------------------------------------------
+
+MALFORMED = {
+    "no data": {"$unset": {"data": ""}},
+    "data not a dict": {"$set": {"data": "cart=apple"}},
+    "data value not a string": {"$set": {"data.cart": 5}},
+    "data value not tagged JSON": {"$set": {"data.cart": "{not json"}},
+    "data value a broken UUID": {"$set": {"data.cart": '{" u":"zz"}'}},
+    "data value a broken tuple": {"$set": {"data.cart": '{" t":5}'}},
+    "no created_at": {"$unset": {"created_at": ""}},
+    "seen_at a string": {"$set": {"seen_at": "yesterday"}},
+    "expires_at a string": {"$set": {"expires_at": "2999-01-01T00:00:00Z"}},
+    "no expires_at": {"$unset": {"expires_at": ""}},
+    "purge_at a number": {"$set": {"purge_at": 12}},
+    "no handle": {"$unset": {"handle": ""}},
+    "handle a number": {"$set": {"handle": 7}},
+    "user_id a number": {"$set": {"user_id": 7}},
+    "user_id of another user": {"$set": {"user_id": "bob"}},
+    "login_at a string": {"$set": {"login_at": "today"}},
+    "no login_at": {"$unset": {"login_at": ""}},
+    "remember not a dict": {"$set": {"remember": "yes"}},
+    "revoked not a dict": {"$set": {"revoked": "yes"}},
+}
+
+
+@pytest.mark.parametrize("update", MALFORMED.values(), ids=MALFORMED.keys())
+def test_malformed_document_is_absent_and_removed(
+    app, collection, raw_collection, update
+):
+    client = logged_in(app)
+    (doc,) = stored(collection)
+    raw_collection.update_one({"_id": doc["_id"]}, update)
+
+    r = client.get("/me")
+
+    assert r.status_code == 200
+    assert r.json["user"] is None
+    assert client.get("/get/cart").json["value"] is None
+    assert stored(collection, _id=doc["_id"]) == []
+
+
+def test_malformed_anonymous_document_is_absent_and_removed(
+    app, collection, raw_collection
+):
+    client = app.test_client()
+    client.post("/set/cart", json=["apple"])
+    (doc,) = stored(collection)
+    raw_collection.update_one({"_id": doc["_id"]}, {"$set": {"data": ["apple"]}})
+
+    assert client.get("/get/cart").json["value"] is None
+    assert stored(collection, _id=doc["_id"]) == []
+
+
+# -- values that cannot be stored ------------------------------------------------------
+
+
+def unstorable_app(collection, **config):
+    app = make_app(collection, **config)
+
+    @app.post("/put-set")
+    def put_set():
+        session["tags"] = {"a", "b"}
+        return "ok"
+
+    @app.post("/put-deep")
+    def put_deep():
+        value: list = []
+        for _ in range(5000):
+            value = [value]
+        session["deep"] = value
+        return "ok"
+
+    return app
+
+
+@pytest.mark.parametrize("path,key", [("/put-set", "tags"), ("/put-deep", "deep")])
+def test_unstorable_value_names_its_key_and_leaves_the_session(collection, path, key):
+    app = unstorable_app(collection)
+    client = logged_in(app)
+    before = stored(collection)
+
+    with pytest.raises(SessionDataError, match=repr(key)) as info:
+        client.post(path)
+
+    assert info.value.key == key
+    assert stored(collection) == before
+    assert client.get("/get/cart").json["value"] == ["apple"]
+
+
+def test_unstorable_value_is_a_500_without_a_cookie_in_production(collection):
+    app = unstorable_app(collection)
+    app.testing = False
+    client = app.test_client()
+    client.post("/set/cart", json=["apple"])
+    before = stored(collection)
+
+    r = client.post("/put-set")
+
+    assert r.status_code == 500
+    assert r.headers.getlist("Set-Cookie") == []
+    assert stored(collection) == before
+
+
+def test_oversized_session_names_the_limit_and_leaves_the_session(collection):
+    app = make_app(collection, SINGLE_SESSION_MAX_SIZE=2000)
+    client = logged_in(app)
+    before = stored(collection)
+
+    with pytest.raises(SessionTooLarge, match="SINGLE_SESSION_MAX_SIZE") as info:
+        client.post("/set/big", json="x" * 3000)
+
+    assert info.value.limit == 2000
+    assert "2000" in str(info.value)
+    assert stored(collection) == before
+    assert client.get("/get/big").json["value"] is None
+    assert client.get("/get/cart").json["value"] == ["apple"]
+
+
+def test_oversized_new_session_stores_nothing(collection):
+    app = make_app(collection, SINGLE_SESSION_MAX_SIZE=2000)
+    client = app.test_client()
+    with pytest.raises(SessionTooLarge):
+        client.post("/set/big", json="x" * 3000)
+    assert stored(collection) == []
+    assert client.get_cookie("session") is None
+
+
+def test_odd_keys_round_trip(app):
+    """Keys MongoDB treats specially ('.', '$', empty, NUL) are stored escaped."""
+    client = app.test_client()
+    keys = ["a.b", "$where", "%2E", "", "nul\x00", "%", "_id"]
+
+    @app.post("/odd")
+    def odd():
+        for i, key in enumerate(keys):
+            session[key] = i
+        return "ok"
+
+    @app.get("/odd")
+    def read_odd():
+        return {"items": sorted((k, v) for k, v in session.items())}
+
+    client.post("/odd")
+    assert client.get("/odd").json["items"] == sorted(
+        [k, i] for i, k in enumerate(keys)
+    )
+
+
+def test_new_id_shape():
+    """The ids the fuzz tests treat as well formed are what new_id makes."""
+    sid = new_id()
+    assert len(sid) == 43 and sid.isascii()

@@ -1,0 +1,149 @@
+"""Exact round trip (promise 11), stated as "the same as Flask": any session
+content of Flask's tagged-JSON types comes back from single_session equal to,
+and of the same types as, what Flask's own cookie session gives back for it;
+through an insert, an update and a login that moves the data to a new id."""
+
+from __future__ import annotations
+
+import typing as t
+import uuid
+from datetime import datetime
+from datetime import timedelta
+from datetime import timezone
+
+from flask import Flask
+from flask import session
+from hypothesis import example
+from hypothesis import given
+from hypothesis import HealthCheck
+from hypothesis import settings
+from hypothesis import strategies as st
+from markupsafe import Markup
+
+from conftest import make_app
+from single_session.sessions import LOGIN_KEYS
+
+text = st.text(st.characters(exclude_categories=()), max_size=12)
+timezones = (
+    st.none()
+    | st.just(timezone.utc)
+    | st.integers(-14 * 60, 14 * 60).map(
+        lambda minutes: timezone(timedelta(minutes=minutes))
+    )
+)
+leaves = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.integers(min_value=-(2**200), max_value=2**200),
+    st.floats(allow_nan=False, allow_infinity=False),
+    text,
+    st.binary(max_size=16),
+    st.uuids(),
+    st.datetimes(
+        min_value=datetime(1900, 1, 1),
+        max_value=datetime(2200, 1, 1),
+        timezones=timezones,
+    ),
+    text.map(Markup),
+)
+# Dict keys include the ones Flask's tagger must escape (" t", " di", ...).
+dict_keys = text | st.sampled_from(
+    [" t", " di", " b", " d", " m", " u", " l", "$ne", "a.b"]
+)
+values = st.recursive(
+    leaves,
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.lists(children, max_size=3).map(tuple)
+        | st.dictionaries(dict_keys, children, max_size=3)
+    ),
+    max_leaves=8,
+)
+session_keys = text.filter(lambda k: k not in LOGIN_KEYS and not k.startswith("_"))
+contents = st.dictionaries(session_keys, values, min_size=1, max_size=4)
+
+
+def same(a: t.Any, b: t.Any) -> bool:
+    """Equal, and of the same types all the way down."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    if isinstance(a, datetime):
+        return a == b and a.utcoffset() == b.utcoffset()
+    return bool(a == b)
+
+
+class Cycle:
+    """Routes that put a given dict into the session and record what a later
+    request reads back."""
+
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+        self.put: dict[str, t.Any] = {}
+        self.got: dict[str, t.Any] | None = None
+
+        @app.post("/put")
+        def put() -> str:
+            session.update(self.put)
+            return "ok"
+
+        @app.get("/take")
+        def take() -> str:
+            self.got = {k: v for k, v in session.items() if k not in LOGIN_KEYS}
+            return "ok"
+
+    def run(self, client: t.Any, data: dict[str, t.Any]) -> dict[str, t.Any] | None:
+        self.put = data
+        self.got = None
+        assert client.post("/put").status_code == 200
+        assert client.get("/take").status_code == 200
+        return self.got
+
+
+def flask_cycle() -> Cycle:
+    """The same app on Flask's own cookie session: the reference."""
+    return Cycle(make_app(None, cookie_session=True))
+
+
+roundtrip = settings(
+    max_examples=120,
+    deadline=None,
+    # One app per test; every example uses a new client, so nothing carries over.
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
+
+@roundtrip
+@given(first=contents, second=contents)
+@example(
+    first={"when": datetime(2024, 5, 6, 7, 8, 9, 123456)},
+    second={"when": datetime(2024, 5, 6, 7, 8, 9, tzinfo=timezone(timedelta(hours=2)))},
+)
+@example(
+    first={"nested": {" t": (1, b"\x00\xff"), "u": uuid.UUID(int=7)}},
+    second={"nested": [Markup("<b>x</b>"), ("a",), {}], "f": -0.0},
+)
+@example(first={"big": 2**100, "s": "\ud800"}, second={"x": None, "y": True})
+def test_session_content_round_trips_as_flask_does(collection, first, second):
+    ours = Cycle(make_app(collection))
+    reference = flask_cycle()
+    client, reference_client = ours.app.test_client(), reference.app.test_client()
+
+    # A new session (insert), then a change to it (update of changed keys).
+    for data in (first, second):
+        expected = reference.run(reference_client, data)
+        got = ours.run(client, data)
+        assert got is not None and expected is not None
+        assert same(got, expected), (got, expected)
+
+    # A login moves the data to a new, bound session.
+    ours.app.extensions["single_session"].clock.advance(seconds=1)
+    assert client.post("/login/alice").status_code == 200
+    assert reference_client.post("/login/alice").status_code == 200
+    client.get("/take")
+    expected = reference.run(reference_client, {})
+    assert same(ours.got, expected)
