@@ -50,9 +50,10 @@ def stats() -> None:
 
 @single_session_cli.command("create-indexes")
 def create_indexes() -> None:
-    """Create the indexes single_session needs (safe to run again)."""
+    """Create the indexes single_session needs (safe to run again). The unique
+    slot index of SINGLE_SESSION_ON_LIMIT="deny" only when that is configured."""
     store = get_state(current_app).store
-    store.ensure_indexes()
+    store.ensure_indexes(slots=current_app.config["SINGLE_SESSION_ON_LIMIT"] == "deny")
     click.echo(f"Indexes ready on {store.collection.full_name}.")
 
 

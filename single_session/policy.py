@@ -117,6 +117,7 @@ def _admit(
                 )
         return sid
 
+    store.ensure_slot_index()
     held = {d.get("slot_key") for d in store.user_sessions(user_id, now, ["slot_key"])}
     for slot in range(limit):
         slot_key = f"{slot}:{user_id}"

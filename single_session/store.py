@@ -53,15 +53,20 @@ INDEXES: list[tuple[str, list[tuple[str, int]], dict[str, t.Any]]] = [
     ),
     # Leftovers (expired sessions, tombstones) are removed by MongoDB itself.
     ("single_session_purge", [("purge_at", 1)], {"expireAfterSeconds": 0}),
-    # A remembered device, found by the series of its remember-me cookie.
-    (
-        "single_session_remember",
-        [("remember.series", 1)],
-        {"unique": True, "sparse": True},
-    ),
-    # Under SINGLE_SESSION_ON_LIMIT="deny": N slots per user, claimed by insert.
-    ("single_session_slot", [("slot_key", 1)], {"unique": True, "sparse": True}),
+    # A remembered device, found by the series of its remember-me cookie. Not
+    # unique: a series is 256 random bits, and a restore takes the session by
+    # _id and token. (A unique index would stop sharding on a hashed _id.)
+    ("single_session_remember", [("remember.series", 1)], {"sparse": True}),
 ]
+
+#: Only under ``SINGLE_SESSION_ON_LIMIT = "deny"``: N slots per user, claimed by
+#: insert under a unique index (which is why a collection sharded on a hashed
+#: ``_id`` cannot use "deny").
+SLOT_INDEX: tuple[str, list[tuple[str, int]], dict[str, t.Any]] = (
+    "single_session_slot",
+    [("slot_key", 1)],
+    {"unique": True, "sparse": True},
+)
 
 #: The fields a tombstone loses: it keeps only why and when it was revoked.
 _TOMBSTONE_UNSET = {
@@ -138,6 +143,7 @@ class SessionStore:
         self._pid: int | None = None
         self._lock = threading.Lock()
         self._indexes_ready = False
+        self._slot_index_ready = False
 
     # -- plumbing ---------------------------------------------------------
 
@@ -174,15 +180,15 @@ class SessionStore:
                 raise SessionStoreUnavailable() from e
             raise
 
-    def ensure_indexes(self) -> None:
-        """Create the indexes the library needs (idempotent). Raises
-        :exc:`IndexConflict` if one exists under the same name with other options."""
+    def ensure_indexes(self, *, slots: bool = False) -> None:
+        """Create the indexes the library needs (idempotent), with the "deny"
+        slot index if ``slots``. Raises :exc:`IndexConflict` if one is in the way."""
         collection = self.collection
         # Compared here rather than left to the server's error (codes 85/86)
         # alone: the message can name the index to drop, and mongomock, which
         # does not raise those errors, gets the same check.
         existing = self._call(collection.index_information, retry=True)
-        for name, keys, options in INDEXES:
+        for name, keys, options in [*INDEXES, *([SLOT_INDEX] if slots else [])]:
             other = _index_in_the_way(existing, name, keys, options)
             if other is not None:
                 raise _index_conflict(collection, other, name, existing[other])
@@ -199,6 +205,12 @@ class SessionStore:
                     raise _index_conflict(collection, name, name, detail) from e
                 raise
         self._indexes_ready = True
+        self._slot_index_ready = self._slot_index_ready or slots
+
+    def ensure_slot_index(self) -> None:
+        """The "deny" slot index, once per process, before the first admission."""
+        if not self._slot_index_ready:
+            self.ensure_indexes(slots=True)
 
     def _ensure_indexes_once(self) -> None:
         # Lazily, on the first write, so that init_app never waits for the
@@ -387,4 +399,4 @@ class SessionStore:
         }
 
 
-__all__ = ["SessionStore", "DuplicateKeyError", "INDEXES"]
+__all__ = ["SessionStore", "DuplicateKeyError", "INDEXES", "SLOT_INDEX"]

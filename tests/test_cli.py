@@ -52,9 +52,24 @@ def test_create_indexes(collection):
         "single_session_user",
         "single_session_purge",
         "single_session_remember",
-        "single_session_slot",
     } <= set(indexes)
     assert indexes["single_session_purge"]["expireAfterSeconds"] == 0
+    # No unique index but _id's unless "deny" needs one: a collection sharded
+    # on a hashed _id could not have it.
+    assert not any(info.get("unique") for info in indexes.values())
+
+
+def test_create_indexes_for_deny(collection):
+    app = make_app(collection, SINGLE_SESSION_ON_LIMIT="deny")
+    result = app.test_cli_runner().invoke(args=["single-session", "create-indexes"])
+    assert result.exit_code == 0, result.output
+    assert collection._inner.index_information()["single_session_slot"]["unique"]
+
+
+def test_deny_creates_its_slot_index_before_admitting(collection):
+    app = make_app(collection, SINGLE_SESSION_ON_LIMIT="deny")
+    app.test_client().post("/login/alice")
+    assert collection._inner.index_information()["single_session_slot"]["unique"]
 
 
 def test_help_lists_the_commands(collection):

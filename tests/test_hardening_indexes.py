@@ -22,9 +22,9 @@ CONFLICTS = {
         {"name": "single_session_purge", "expireAfterSeconds": 3600},
         "single_session_purge",
     ),
-    "same name, not unique": (
+    "same name, other uniqueness": (
         [("remember.series", 1)],
-        {"name": "single_session_remember", "sparse": True},
+        {"name": "single_session_remember", "sparse": True, "unique": True},
         "single_session_remember",
     ),
     "same keys, other name": (

@@ -39,6 +39,7 @@ from faults import FaultyCollection
 from single_session import logout_everywhere
 from single_session.store import INDEXES
 from single_session.store import SessionStore
+from single_session.store import SLOT_INDEX
 
 #: Every collection method that sends something to the server; the paths must
 #: use only those whose filters the checks below understand.
@@ -67,7 +68,9 @@ FILTERED = {
 #: Fields with an index whose first key they are (the TTL index on
 #: ``purge_at`` only deletes; no query is meant to be served by it).
 INDEXED_FIELDS = {"_id"} | {
-    keys[0][0] for _, keys, options in INDEXES if "expireAfterSeconds" not in options
+    keys[0][0]
+    for _, keys, options in [*INDEXES, SLOT_INDEX]
+    if "expireAfterSeconds" not in options
 }
 #: The store methods that send a query (the rest is plumbing).
 STORE_QUERIES = {
