@@ -264,6 +264,7 @@ class SingleSession:
         # First of all before_request functions, last of all after_request ones.
         app.before_request_funcs.setdefault(None, []).insert(0, _before_request)
         app.after_request_funcs.setdefault(None, []).insert(0, _after_request)
+        app.teardown_request(_teardown_request)
         user_logged_in.connect(_on_user_logged_in, app)
         user_loaded_from_cookie.connect(_on_user_logged_in, app)
         user_logged_out.connect(_on_login_ended, app)
@@ -433,6 +434,9 @@ def _before_request() -> None:
         raise session.unavailable
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     state = get_state(app)
+    # The rest of the request's database work shares what is left of one
+    # SINGLE_SESSION_TIMEOUT, counted from when the session was loaded.
+    session.budget = state.store.start_request(session.opened_at)
     if session.revocation is not None:
         revoked = session.revocation
         session_revoked.send(
@@ -454,6 +458,13 @@ def _before_request() -> None:
         except SessionStoreUnavailable as e:
             _unavailable(session, e)
             raise
+
+
+def _teardown_request(error: BaseException | None) -> None:
+    session = _current_session()
+    if session is not None and session.budget is not None:
+        get_state(current_app).store.end_request(session.budget)
+        session.budget = None
 
 
 def _after_request(response: Response) -> Response:

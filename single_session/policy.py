@@ -78,7 +78,7 @@ def bind(
         # stored, so that a failed login holds no place (or "deny" slot).
         if "_id" in document:
             try:
-                store.delete(document["_id"])
+                store.delete(document["_id"], cleanup=True)
             except SessionStoreUnavailable:
                 pass  # it expires on its own; nothing has its id
         raise

@@ -14,6 +14,7 @@ cookie, in the order Flask's own cookie session uses.
 from __future__ import annotations
 
 import logging
+import time
 import typing as t
 from dataclasses import dataclass
 from datetime import datetime
@@ -94,6 +95,10 @@ class ServerSession(CallbackDict, SessionMixin):  # type: ignore[type-arg]
         self.remember_cookie: t.Any = None
         #: The request carries a remember-me cookie that may restore a login.
         self.remember_pending = False
+        #: When the session was opened (``time.monotonic()``): the request's
+        #: database budget counts from here.
+        self.opened_at = time.monotonic()
+        self.budget: t.Any = None
         #: A login is being bound by the extension itself (not by the app).
         self.binding = False
         #: Counts changes, so a second write in one request happens only if

@@ -17,7 +17,10 @@ import functools
 import logging
 import os
 import threading
+import time
 import typing as t
+from contextvars import ContextVar
+from contextvars import Token
 from datetime import datetime
 
 import pymongo
@@ -41,6 +44,12 @@ logger = logging.getLogger("single_session")
 
 Document = dict[str, t.Any]
 T = t.TypeVar("T")
+
+#: The monotonic time by which the current request's database work must be done
+#: (see :meth:`SessionStore.start_request`); ``None`` outside a request.
+_deadline: ContextVar[float | None] = ContextVar(
+    "single_session_deadline", default=None
+)
 
 #: The indexes the library needs: name, keys, options.
 INDEXES: list[tuple[str, list[tuple[str, int]], dict[str, t.Any]]] = [
@@ -163,11 +172,26 @@ class SessionStore:
                     self._indexes_ready = False
         return self._collection
 
+    def start_request(self, started: float) -> Token[float | None]:
+        """From now until :meth:`end_request`, every call shares one budget:
+        ``timeout`` seconds from ``started`` (a ``time.monotonic()``), so that a
+        slow database ends the whole request within the timeout, not each call."""
+        return _deadline.set(started + self.timeout)
+
+    def end_request(self, token: Token[float | None]) -> None:
+        _deadline.reset(token)
+
     def _call(
         self, fn: t.Callable[[], T], *, retry: bool, timeout: float | None = None
     ) -> T:
+        budget = timeout or self.timeout
+        deadline = _deadline.get()
+        if deadline is not None and timeout is None:
+            budget = min(budget, deadline - time.monotonic())
+            if budget <= 0:
+                raise SessionStoreUnavailable()
         try:
-            with pymongo.timeout(timeout or self.timeout):
+            with pymongo.timeout(budget):
                 try:
                     return fn()
                 except AutoReconnect:  # includes NetworkTimeout
@@ -293,9 +317,14 @@ class SessionStore:
         )
         return result.matched_count == 1
 
-    def delete(self, key: str) -> bool:
+    def delete(self, key: str, *, cleanup: bool = False) -> bool:
+        """Delete a session. A ``cleanup`` after a failure gets a timeout of its
+        own even when the request's budget is spent: leaving the session would
+        cost more (under "deny", a slot held until it expires)."""
         result = self._call(
-            lambda: self.collection.delete_one({"_id": key}), retry=True
+            lambda: self.collection.delete_one({"_id": key}),
+            retry=True,
+            timeout=self.timeout if cleanup else None,
         )
         return result.deleted_count == 1
 
