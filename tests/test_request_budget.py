@@ -8,9 +8,10 @@ import time
 import typing as t
 
 import pymongo
+from pymongo.errors import NetworkTimeout
+
 from conftest import make_app
 from conftest import stored
-from pymongo.errors import NetworkTimeout
 
 TIMEOUT = 0.5
 DELAY = 0.2  # each call: well under the timeout on its own
