@@ -92,8 +92,9 @@ def bind(
             logger.warning("single_session could not delete a replaced session")
         if old.get("remember") and remember is None:
             session.remember_cookie = "delete"
+    # Not marked written: the end of the request compares with ``stored`` and
+    # sends what the view changed after the login (nothing, most of the time).
     session.adopt(sid, document, stored)
-    session.mark_written()
 
 
 def _admit(

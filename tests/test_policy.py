@@ -66,6 +66,23 @@ def test_login_gets_a_fresh_id_and_keeps_the_anonymous_data(app, collection):
     assert stale.get("/get/cart").json == {"value": None}
 
 
+def test_changes_made_after_login_in_the_same_view_are_kept(app):
+    @app.post("/login-and-fill")
+    def login_and_fill():
+        session["cart"] = []
+        from flask_login import login_user
+
+        login_user(USERS["alice"])
+        session["cart"].append("pen")  # in place...
+        session.modified = True  # ...and said so, as Flask asks
+        return "ok"
+
+    client = app.test_client()
+    client.post("/login-and-fill")
+    assert who(client) == "alice"
+    assert client.get("/get/cart").json == {"value": ["pen"]}
+
+
 def test_logging_in_again_on_the_same_device_rotates_the_id(app, collection):
     client = app.test_client()
     client.post("/login/alice")
