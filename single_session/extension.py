@@ -348,7 +348,8 @@ class SingleSession:
         session = _current_session()
         current_key = session.key if session is not None else None
         infos = []
-        for document in state.store.user_sessions(_user_id(user), state.now()):
+        fields = ["handle", "created_at", "login_at", "seen_at", "device", "remember"]
+        for document in state.store.user_sessions(_user_id(user), state.now(), fields):
             device = document.get("device") or {}
             infos.append(
                 SessionInfo(

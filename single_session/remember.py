@@ -103,8 +103,8 @@ def restore(
     ids = signer.unsign(value) if signer else None
     if ids is None:
         # Not ours: garbage, or Flask-Login's own user-id cookie. The "clear"
-        # that open_session left in the session makes Flask-Login ignore it and
-        # delete it.
+        # that open_session left in the session makes Flask-Login ignore it;
+        # the response deletes it.
         session.remember_cookie = "delete"
         return
     series, token = ids
@@ -194,8 +194,8 @@ def restore(
 def update_cookie(
     app: Flask, session: ServerSession, request: Request, response: Response
 ) -> None:
-    """Put this library's remember-me cookie on the response, and never
-    Flask-Login's own user-id cookie (its deletions are kept)."""
+    """Set, refresh or delete this library's remember-me cookie on the response,
+    after taking away whatever Flask-Login's after_request did to it."""
     name = cookie_name(app)
     strip_flask_login_cookie(app, response)
     config = app.config
