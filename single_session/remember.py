@@ -28,6 +28,7 @@ from flask_login.signals import user_loaded_from_cookie
 from flask_login.utils import encode_cookie
 
 from .exceptions import LoginDenied
+from .exceptions import SessionStoreUnavailable
 from .policy import bind
 from .policy import REMEMBER_TOKEN_REUSED
 from .sessions import LOGIN_KEYS
@@ -147,7 +148,8 @@ def restore(
     if user is None:
         session.remember_cookie = "delete"
         return
-    if store.take_remembered(document["_id"], remembered["token"]) is None:
+    taken = store.take_remembered(document["_id"], remembered["token"])
+    if taken is None:
         return  # a parallel request of this browser restored it first
 
     dict.pop(session, "_remember", None)
@@ -181,6 +183,12 @@ def restore(
             dict.pop(session, key, None)
         session.remember_cookie = "delete"
         return
+    except SessionStoreUnavailable:
+        # The database failed between taking the device's session and storing
+        # its successor: put it back, so that an outage does not cost the
+        # device its remember-me (the cookie still holds the old token).
+        store.put_back(taken)
+        raise
     session.remember_cookie = ("set", value, stored["expires_at"])
     if "_login_user" in g:
         login_manager._update_request_context_with_user(user)

@@ -353,6 +353,18 @@ class SessionStore:
             lambda: self.collection.find_one_and_delete(query), retry=True
         )
 
+    def put_back(self, document: Document) -> None:
+        """Best effort, after a failure: store again a session that was taken
+        (with a timeout of its own, the request's budget being spent)."""
+        try:
+            self._call(
+                lambda: self.collection.insert_one(document),
+                retry=False,
+                timeout=self.timeout,
+            )
+        except (SessionStoreUnavailable, DuplicateKeyError):
+            logger.warning("single_session could not put back a remembered session")
+
     # -- a user's sessions -------------------------------------------------
 
     def user_sessions(

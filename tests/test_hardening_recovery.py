@@ -98,3 +98,21 @@ def test_outage_between_requests_of_one_login_leaves_one_session(faulty):
     assert second.post("/login/alice").status_code == 200
     assert first.get("/me").json["user"] == "alice"  # two allowed: nobody evicted
     assert len(stored(faulty, user_id="alice")) == 2
+
+
+def test_a_restore_that_fails_half_way_keeps_the_remember_me(faulty):
+    """The database fails after the device's old session was taken but before
+    its successor is stored: the old one is put back, and the next try works."""
+    app = make_app(faulty)
+    client = app.test_client()
+    client.post("/login/alice?remember=1")
+    client.delete_cookie("session")
+    remember = client.get_cookie("remember_token").value
+
+    faulty.faults.plan("insert_one", AutoReconnect("down for one call (test)"))
+    r = client.get("/me")
+    assert r.status_code == 503
+    assert client.get_cookie("remember_token").value == remember
+
+    assert client.get("/me").json == {"user": "alice", "fresh": False}
+    assert len(stored(faulty, user_id="alice")) == 1

@@ -37,6 +37,7 @@ from conftest import stored
 from faults import Faults
 from faults import FaultyCollection
 from single_session import logout_everywhere
+from single_session import SessionStoreUnavailable
 from single_session.store import INDEXES
 from single_session.store import SessionStore
 from single_session.store import SLOT_INDEX
@@ -286,6 +287,24 @@ def deny_mode(collection: CountingCollection) -> None:
     # The first session expires; its slot is freed on the next login.
     _clock(app).advance(days=32)
     assert second.post("/login/alice").status_code == 200
+
+
+@path
+def remember_restore_failing_half_way(collection: CountingCollection) -> None:
+    app = _app(collection)
+    c = app.test_client()
+    c.post("/login/alice?remember=1")
+    c.delete_cookie("session")
+    store = app.extensions["single_session"].store
+    insert = store.insert
+
+    def fail_once(document: t.Any) -> None:
+        store.insert = insert
+        raise SessionStoreUnavailable()
+
+    store.insert = fail_once
+    assert c.get("/me").status_code == 503  # the taken session is put back
+    assert _who(c) == "alice"
 
 
 @path
