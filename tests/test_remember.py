@@ -308,3 +308,17 @@ def test_restore_uses_request_ip(app, collection):
     (doc,) = stored(collection, user_id="alice")
     assert doc["device"]["ip"] == "10.0.0.7"
     assert request is not None
+
+
+def test_restore_survives_strong_session_protection(collection):
+    from flask_login.signals import session_protected
+
+    app = make_app(collection)
+    app.login_manager.session_protection = "strong"
+    protected = Recorder(session_protected, app)
+    client = app.test_client()
+    client.post("/login/alice?remember=1")
+    restart_browser(client)
+    assert who(client) == {"user": "alice", "fresh": False}
+    assert who(client)["user"] == "alice"
+    assert protected.calls == []
