@@ -29,6 +29,7 @@ from .exceptions import ConfigurationError
 from .exceptions import LoginDenied
 from .exceptions import SessionStoreUnavailable
 from .sessions import end_login
+from .sessions import insert_new
 from .sessions import LOGIN_KEYS
 from .sessions import Revocation
 from .sessions import ServerSession
@@ -149,23 +150,29 @@ class _State:
             "user_agent": request.user_agent.string[:_MAX_USER_AGENT],
         }
 
-    def bind_outside_login(self, session: ServerSession, user_id: str) -> None:
-        """Bind a session whose ``_user_id`` was set without ``login_user()``."""
+    def load_user(self, user_id: str) -> t.Any:
+        """The user Flask-Login's ``user_loader`` gives for ``user_id``, or
+        ``None``."""
         login_manager = getattr(current_app, "login_manager", None)
         loader = getattr(login_manager, "_user_callback", None)
-        user = loader(user_id) if loader is not None else None
-        try:
-            if user is None:
-                raise LoginDenied(user_id, 0)
-            policy.bind(self, session, user, user_id)
-        except LoginDenied:
-            logger.warning(
-                "single_session dropped the login of %r: the user is unknown or"
-                " over the session limit. Log users in with login_user().",
-                user_id,
-            )
-            for key in LOGIN_KEYS:
-                dict.pop(session, key, None)
+        return None if loader is None else loader(user_id)
+
+    def bind_outside_login(self, session: ServerSession, user_id: str) -> None:
+        """Bind a session whose ``_user_id`` was set without ``login_user()``."""
+        user = self.load_user(user_id)
+        if user is not None:
+            try:
+                policy.bind(self, session, user, user_id)
+                return
+            except LoginDenied:
+                pass
+        logger.warning(
+            "single_session dropped the login of %r: the user is unknown or"
+            " over the session limit. Log users in with login_user().",
+            user_id,
+        )
+        for key in LOGIN_KEYS:
+            dict.pop(session, key, None)
 
     def persist(self, session: ServerSession) -> None:
         write_session(self, session)
@@ -413,8 +420,6 @@ def _current_session() -> ServerSession | None:
 
 def _rotate(state: _State, session: ServerSession) -> None:
     """Give the current session a new id, keeping everything else."""
-    from .sessions import insert_new
-
     document = state.store.take(session.key)  # type: ignore[arg-type]
     if document is None:
         session.adopt(None, None, {})

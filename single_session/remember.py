@@ -31,6 +31,7 @@ from .exceptions import LoginDenied
 from .exceptions import SessionStoreUnavailable
 from .policy import bind
 from .policy import REMEMBER_TOKEN_REUSED
+from .sessions import aware
 from .sessions import LOGIN_KEYS
 from .sessions import ServerSession
 from .tokens import hash_id
@@ -124,7 +125,7 @@ def restore(
             isinstance(previous, str)
             and same_hash(previous, token_hash)
             and isinstance(rotated_at, datetime)
-            and now - _aware(rotated_at) < ROTATION_GRACE
+            and now - aware(rotated_at) < ROTATION_GRACE
         ):
             return
         logger.warning(
@@ -142,9 +143,7 @@ def restore(
 
     user_id = document["user_id"]
     login_manager = app.login_manager  # type: ignore[attr-defined]
-    user = (
-        login_manager._user_callback(user_id) if login_manager._user_callback else None
-    )
+    user = state.load_user(user_id)
     if user is None:
         session.remember_cookie = "delete"
         return
@@ -165,7 +164,7 @@ def restore(
         now,
         remembered.get("seconds"),
         series=series,
-        expires_at=_aware(remembered["expires_at"]),
+        expires_at=aware(remembered["expires_at"]),
         previous=token_hash,
     )
     login_at = document.get("login_at")
@@ -175,7 +174,7 @@ def restore(
             session,
             user,
             user_id,
-            login_at=_aware(login_at) if isinstance(login_at, datetime) else None,
+            login_at=aware(login_at) if isinstance(login_at, datetime) else None,
             remember=stored,
         )
     except LoginDenied:
@@ -253,7 +252,3 @@ def strip_flask_login_cookie(app: Flask, response: Response) -> None:
         for header in headers:
             if not header.startswith(prefix):
                 response.headers.add("Set-Cookie", header)
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)

@@ -27,7 +27,9 @@ from werkzeug.datastructures import CallbackDict
 
 from . import serialization
 from .exceptions import SessionStoreUnavailable
+from .store import DuplicateKeyError
 from .tokens import hash_id
+from .tokens import new_id
 
 if t.TYPE_CHECKING:
     from flask import Flask
@@ -146,7 +148,8 @@ class ServerSession(CallbackDict, SessionMixin):  # type: ignore[type-arg]
 _REQUIRED_DATES = ("created_at", "seen_at", "expires_at", "purge_at")
 
 
-def _aware(value: t.Any) -> datetime:
+def aware(value: t.Any) -> datetime:
+    """A stored date as an aware UTC datetime; ``ValueError`` if it is not one."""
     if not isinstance(value, datetime):
         raise ValueError("not a date")
     if value.tzinfo is None:
@@ -167,20 +170,20 @@ def session_from_document(document: dict[str, t.Any]) -> ServerSession:
     if not isinstance(stored, dict):
         raise ValueError("data is not a dict")
     for name in _REQUIRED_DATES:
-        document[name] = _aware(document[name])
+        document[name] = aware(document[name])
     if not isinstance(document.get("handle"), str):
         raise ValueError("handle is not a string")
     data = serialization.load_data(stored)
     user_id = document.get("user_id")
     if user_id is not None:
-        document["login_at"] = _aware(document["login_at"])
+        document["login_at"] = aware(document["login_at"])
         if not isinstance(user_id, str) or data.get("_user_id") != user_id:
             raise ValueError("bound user does not match the session's user")
     remember = document.get("remember")
     if remember is not None:
         if not isinstance(remember, dict) or not isinstance(remember.get("token"), str):
             raise ValueError("remember is malformed")
-        remember["expires_at"] = _aware(remember["expires_at"])
+        remember["expires_at"] = aware(remember["expires_at"])
     session = ServerSession(data)
     session.document = document
     session.stored = dict(stored)
@@ -193,7 +196,7 @@ def revocation_from_document(document: dict[str, t.Any]) -> Revocation | None:
     if not isinstance(revoked, dict):
         return None
     try:
-        at = _aware(revoked.get("at"))
+        at = aware(revoked.get("at"))
     except ValueError:
         at = datetime.now(timezone.utc)
     user_id = revoked.get("user_id")
@@ -368,8 +371,6 @@ def new_document(
 
 def new_handle() -> str:
     """The opaque name of a session shown to users and operators; not its id."""
-    from .tokens import new_id
-
     return new_id()[:22]
 
 
@@ -380,12 +381,12 @@ def refresh_expiry(
     expires_at = now + state.idle_lifetime()
     absolute = document.get("absolute_expires_at")
     if isinstance(absolute, datetime):
-        expires_at = min(expires_at, _aware(absolute))
+        expires_at = min(expires_at, aware(absolute))
     fields: dict[str, t.Any] = {"seen_at": now, "expires_at": expires_at}
     purge_at = expires_at
     remember = document.get("remember")
     if isinstance(remember, dict) and isinstance(remember.get("expires_at"), datetime):
-        remember_expires_at = _aware(remember["expires_at"])
+        remember_expires_at = aware(remember["expires_at"])
         seconds = remember.get("seconds")
         if state.refresh_remember() and isinstance(seconds, (int, float)):
             # REMEMBER_COOKIE_REFRESH_EACH_REQUEST slides the cookie's expiry;
@@ -401,9 +402,6 @@ def insert_new(state: _State, document: dict[str, t.Any], attempts: int = 3) -> 
     """Insert ``document`` under a new session id and return the id. A taken id
     (astronomically unlikely with 256 random bits, but cheap to handle) gets a new
     one, a bounded number of times."""
-    from .store import DuplicateKeyError
-    from .tokens import new_id
-
     for attempt in range(attempts):
         sid = new_id()
         document["_id"] = hash_id(sid)

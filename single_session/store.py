@@ -241,12 +241,10 @@ class SessionStore:
         # database. A failure is logged and tried again on the next write.
         if self._indexes_ready:
             return
+        # SessionStoreUnavailable and IndexConflict are not PyMongoErrors: an
+        # outage or an index in the way still fails the request, loudly.
         try:
             self.ensure_indexes()
-        except SessionStoreUnavailable:
-            raise
-        except IndexConflict:
-            raise
         except PyMongoError as e:
             logger.warning("single_session could not create its indexes: %s", e)
 
