@@ -187,7 +187,8 @@ def session_from_document(document: dict[str, t.Any]) -> ServerSession:
     session = ServerSession(data)
     session.document = document
     session.stored = dict(stored)
-    session.loaded = (data, session.stored.copy())
+    # Never changed in place (a write replaces session.stored): one copy serves.
+    session.loaded = (data, session.stored)
     return session
 
 

@@ -13,6 +13,7 @@ from datetime import timezone
 
 from flask import Flask
 from flask import session
+from flask.json.tag import TaggedJSONSerializer
 from hypothesis import example
 from hypothesis import given
 from hypothesis import HealthCheck
@@ -21,6 +22,7 @@ from hypothesis import strategies as st
 from markupsafe import Markup
 
 from conftest import make_app
+from single_session import serialization
 from single_session.sessions import LOGIN_KEYS
 
 text = st.text(st.characters(exclude_categories=()), max_size=12)
@@ -147,3 +149,18 @@ def test_session_content_round_trips_as_flask_does(collection, first, second):
     client.get("/take")
     expected = reference.run(reference_client, {})
     assert same(ours.got, expected)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=values | st.sampled_from([{" t": [1]}, 'a" b', {"x": ' "'}]))
+def test_stored_text_is_flasks_tagged_json(value):
+    """The stored text of a value is the text Flask's own tagged-JSON serializer
+    writes for it (with Flask's default JSON provider), and reads back as what
+    Flask reads back."""
+    flask_serializer = TaggedJSONSerializer()
+    with Flask(__name__).app_context():
+        expected = flask_serializer.dumps(value)
+        expected_value = flask_serializer.loads(expected)
+    text = serialization.dump_value("k", value)
+    assert text == expected
+    assert same(serialization.load_data({"k": text})["k"], expected_value)
