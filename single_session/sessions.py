@@ -90,6 +90,8 @@ class ServerSession(CallbackDict, SessionMixin):  # type: ignore[type-arg]
         self.unavailable: SessionStoreUnavailable | None = None
         #: The request came with a session cookie (ours or not).
         self.had_cookie = False
+        #: The session id the request's cookie carried, and that cookie's value.
+        self.cookie: tuple[str, str] | None = None
         #: The id changed in this request, so the cookie must be set.
         self.sid_changed = False
         #: What to do with the remember-me cookie: ``None``, ``"delete"`` or
@@ -270,6 +272,7 @@ class ServerSessionInterface(SessionInterface):
             return session
         session.sid = sid
         session.had_cookie = True
+        session.cookie = (sid, value)
         return session
 
     def save_session(
@@ -314,9 +317,16 @@ class ServerSessionInterface(SessionInterface):
 
         signer = state.session_signer.get(app)
         assert signer is not None
+        cookie = session.cookie
+        if cookie is not None and cookie[0] == session.sid and not signer.rotating:
+            # Signing the same id with the same key gives the same value: the
+            # one the request came with.
+            value = cookie[1]
+        else:
+            value = signer.sign(session.sid)
         response.set_cookie(
             name,
-            signer.sign(session.sid),
+            value,
             expires=self.get_expiration_time(app, session),
             httponly=httponly,
             domain=domain,

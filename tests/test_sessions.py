@@ -232,6 +232,29 @@ def test_secret_key_rotation(collection):
     assert client.get("/get/x").json == {"value": None}
 
 
+def test_rotation_re_signs_the_cookie_with_the_new_key(collection):
+    app = make_app(collection)
+    client = app.test_client()
+    client.post("/set/x", json="kept")
+    old = client.get_cookie("session").value
+    app.config["SECRET_KEY_FALLBACKS"] = ["test secret"]
+    app.config["SECRET_KEY"] = "new secret"
+    client.post("/set/y", json=1)
+    assert client.get_cookie("session").value != old
+    # The browser now holds a cookie that no longer needs the old key.
+    app.config["SECRET_KEY_FALLBACKS"] = []
+    assert client.get("/get/x").json == {"value": "kept"}
+
+
+def test_a_write_sends_back_the_same_cookie(app):
+    client = app.test_client()
+    client.post("/set/x", json=1)
+    before = client.get_cookie("session").value
+    response = client.post("/set/y", json=2)
+    assert response.headers["Set-Cookie"].startswith(f"session={before};")
+    assert client.get("/get/x").json == {"value": 1}
+
+
 def test_modified_and_accessed_flags_match_flask(collection):
     def flags_of(app):
         seen = {}
