@@ -95,7 +95,12 @@ def _seconds(value: t.Any) -> timedelta:
 class _State:
     """What the extension keeps for one app, in ``app.extensions["single_session"]``."""
 
-    def __init__(self, extension: SingleSession, store: SessionStore) -> None:
+    def __init__(
+        self, app: Flask, extension: SingleSession, store: SessionStore
+    ) -> None:
+        self.app = app
+        #: The app's config (the same object for the app's whole life).
+        self.config = app.config
         self.extension = extension
         self.store = store
         self.session_signer = SignerCache("single_session.session")
@@ -108,12 +113,8 @@ class _State:
         now = self.clock()
         return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
-    @property
-    def config(self) -> t.Any:
-        return current_app.config
-
     def idle_lifetime(self) -> timedelta:
-        return _seconds(current_app.permanent_session_lifetime)
+        return _seconds(self.app.permanent_session_lifetime)
 
     def absolute_lifetime(self) -> timedelta | None:
         value = self.config["SINGLE_SESSION_ABSOLUTE_LIFETIME"]
@@ -123,13 +124,15 @@ class _State:
         return _seconds(self.config["SINGLE_SESSION_TOUCH_INTERVAL"])
 
     def max_size(self) -> int | None:
-        return t.cast("int | None", self.config["SINGLE_SESSION_MAX_SIZE"])
+        size: int | None = self.config["SINGLE_SESSION_MAX_SIZE"]
+        return size
 
     def refresh_remember(self) -> bool:
         return bool(self.config.get("REMEMBER_COOKIE_REFRESH_EACH_REQUEST"))
 
     def on_limit(self) -> str:
-        return t.cast(str, self.config["SINGLE_SESSION_ON_LIMIT"])
+        on_limit: str = self.config["SINGLE_SESSION_ON_LIMIT"]
+        return on_limit
 
     def limit_for(self, user: t.Any) -> int | None:
         limit = self.config["SINGLE_SESSION_MAX_SESSIONS"]
@@ -153,7 +156,7 @@ class _State:
     def load_user(self, user_id: str) -> t.Any:
         """The user Flask-Login's ``user_loader`` gives for ``user_id``, or
         ``None``."""
-        login_manager = getattr(current_app, "login_manager", None)
+        login_manager = getattr(self.app, "login_manager", None)
         loader = getattr(login_manager, "_user_callback", None)
         return None if loader is None else loader(user_id)
 
@@ -180,13 +183,14 @@ class _State:
 
 def get_state(app: Flask) -> _State:
     try:
-        return t.cast(_State, app.extensions[EXTENSION_NAME])
+        state: _State = app.extensions[EXTENSION_NAME]
     except KeyError:
         raise RuntimeError(
             "The current Flask app is not registered with this 'SingleSession'"
             " instance. Did you forget to call 'init_app', or did you create"
             " multiple 'SingleSession' instances?"
         ) from None
+    return state
 
 
 class SingleSession:
@@ -266,8 +270,9 @@ class SingleSession:
             self._collection_source(app),
             _seconds(config["SINGLE_SESSION_TIMEOUT"]).total_seconds(),
         )
-        app.extensions[EXTENSION_NAME] = _State(self, store)
-        app.session_interface = ServerSessionInterface()
+        state = _State(app, self, store)
+        app.extensions[EXTENSION_NAME] = state
+        app.session_interface = ServerSessionInterface(state)
         # First of all before_request functions, last of all after_request ones.
         app.before_request_funcs.setdefault(None, []).insert(0, _before_request)
         app.after_request_funcs.setdefault(None, []).insert(0, _after_request)

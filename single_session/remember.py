@@ -53,7 +53,8 @@ ROTATION_GRACE = timedelta(seconds=30)
 
 
 def cookie_name(app: Flask) -> str:
-    return t.cast(str, app.config.get("REMEMBER_COOKIE_NAME", "remember_token"))
+    name: str = app.config.get("REMEMBER_COOKIE_NAME", "remember_token")
+    return name
 
 
 def duration(app: Flask, seconds: float | None) -> timedelta:

@@ -146,17 +146,17 @@ def dump_data(
 
 
 def load_data(stored: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
-    """The session contents of a stored ``data`` field. Raises ``ValueError`` for
-    anything this module did not write."""
-    data: dict[str, t.Any] = {}
-    for field, text in stored.items():
-        if not isinstance(field, str) or not isinstance(text, str):
-            raise ValueError("stored session field is not a string")
-        # The standard library parses JSON as the app's provider would, minus a
-        # lookup of the app per key (a third of a read's CPU); untag restores
-        # Flask's tagged types, as the cookie session does. Every tag key
-        # starts with a space, so a text without a quote followed by a space
-        # holds no tagged value, and no object in it needs looking at.
-        decoder = _decoder if '" ' in text else _plain_decoder
-        data[unescape_key(field)] = decoder.decode(text)
-    return data
+    """The session contents of a stored ``data`` field. Raises ``ValueError`` (or
+    ``TypeError``) for anything this module did not write."""
+    fields = list(stored)
+    # One parse for the whole session rather than one per key: the texts, each
+    # a JSON value, joined into one array (join raises TypeError for a text
+    # that is not a string). The standard library parses JSON as the app's
+    # provider would; untag restores Flask's tagged types, as the cookie
+    # session does. Every tag key starts with a space, so without a quote
+    # followed by a space there is no tagged value and no object to look at.
+    text = "[" + ",".join(stored.values()) + "]"
+    values = (_decoder if '" ' in text else _plain_decoder).decode(text)
+    if len(values) != len(fields):
+        raise ValueError("a stored session value is not one JSON value")
+    return {unescape_key(field): value for field, value in zip(fields, values)}

@@ -29,6 +29,7 @@ from . import serialization
 from .exceptions import SessionStoreUnavailable
 from .store import DuplicateKeyError
 from .tokens import hash_id
+from .tokens import IdSigner
 from .tokens import new_id
 
 if t.TYPE_CHECKING:
@@ -217,8 +218,11 @@ class ServerSessionInterface(SessionInterface):
 
     session_class = ServerSession
 
+    def __init__(self, state: _State) -> None:
+        self.state = state
+
     def open_session(self, app: Flask, request: Request) -> ServerSession | None:
-        state = _state(app)
+        state = self.state
         signer = state.session_signer.get(app)
         if signer is None:
             # No SECRET_KEY: Flask's null session explains what is missing.
@@ -279,7 +283,7 @@ class ServerSessionInterface(SessionInterface):
         self, app: Flask, session: SessionMixin, response: Response
     ) -> None:
         assert isinstance(session, ServerSession)
-        state = _state(app)
+        state = self.state
         if session.accessed:
             response.vary.add("Cookie")
         if session.unavailable is not None:
@@ -288,11 +292,12 @@ class ServerSessionInterface(SessionInterface):
         # changed after it, by an after_request function registered even later,
         # is written here.
         state.persist(session)
-        if session.sid is not None and not (
-            session.sid_changed or self.should_set_cookie(app, session)
-        ):
-            # The common case, a session whose cookie stands: nothing to send.
-            return
+        if session.sid is not None and not session.sid_changed:
+            if not self.should_set_cookie(app, session) or self._cookie_stands(
+                session, state.session_signer.get(app)
+            ):
+                # The common case, a session whose cookie stands: nothing to send.
+                return
         name = self.get_cookie_name(app)
         domain = self.get_cookie_domain(app)
         path = self.get_cookie_path(app)
@@ -320,7 +325,7 @@ class ServerSessionInterface(SessionInterface):
         cookie = session.cookie
         if cookie is not None and cookie[0] == session.sid and not signer.rotating:
             # Signing the same id with the same key gives the same value: the
-            # one the request came with.
+            # one the request came with (only the expiry is new).
             value = cookie[1]
         else:
             value = signer.sign(session.sid)
@@ -337,6 +342,23 @@ class ServerSessionInterface(SessionInterface):
         )
         response.vary.add("Cookie")
 
+    @staticmethod
+    def _cookie_stands(session: ServerSession, signer: IdSigner | None) -> bool:
+        """The request's cookie is what a new one would be: the same id, signed
+        with the current key, and a browser-session cookie that was one before
+        (no expiry to move). Flask's cookie session sets its cookie again when
+        the session changes because the contents are in it; here they are not."""
+        cookie = session.cookie
+        return (
+            cookie is not None
+            and cookie[0] == session.sid
+            and signer is not None
+            and not signer.rotating
+            and not dict.get(session, "_permanent")
+            and session.loaded is not None
+            and not session.loaded[0].get("_permanent")
+        )
+
 
 def _stale_session() -> ServerSession:
     """A fresh anonymous session for a request whose cookie named no live session:
@@ -344,12 +366,6 @@ def _stale_session() -> ServerSession:
     session = ServerSession()
     session.had_cookie = True
     return session
-
-
-def _state(app: Flask) -> _State:
-    from .extension import get_state
-
-    return get_state(app)
 
 
 #: The keys Flask-Login keeps in the session for a login.

@@ -99,6 +99,8 @@ MALFORMED = {
     "data not a dict": {"$set": {"data": "cart=apple"}},
     "data value not a string": {"$set": {"data.cart": 5}},
     "data value not tagged JSON": {"$set": {"data.cart": "{not json"}},
+    "data value two JSON values": {"$set": {"data.cart": '"apple","pear"'}},
+    "data value empty": {"$set": {"data.cart": ""}},
     "data value a broken UUID": {"$set": {"data.cart": '{" u":"zz"}'}},
     "data value a broken tuple": {"$set": {"data.cart": '{" t":5}'}},
     "no created_at": {"$unset": {"created_at": ""}},

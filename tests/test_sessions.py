@@ -246,12 +246,29 @@ def test_rotation_re_signs_the_cookie_with_the_new_key(collection):
     assert client.get("/get/x").json == {"value": "kept"}
 
 
-def test_a_write_sends_back_the_same_cookie(app):
+def test_a_write_leaves_a_standing_cookie_alone(collection):
+    """The cookie holds only the id: a change to the session's contents needs no
+    new cookie, unless its expiry moves (a permanent session)."""
+    app = make_app(collection, PERMANENT_SESSION_LIFETIME=timedelta(hours=2))
+
+    @app.post("/permanent/<flag>")
+    def permanent(flag):
+        session.permanent = flag == "on"
+        return "ok"
+
     client = app.test_client()
-    client.post("/set/x", json=1)
-    before = client.get_cookie("session").value
-    response = client.post("/set/y", json=2)
-    assert response.headers["Set-Cookie"].startswith(f"session={before};")
+    first = client.post("/set/x", json=1)
+    (header,) = set_cookie_headers(first)
+    value = client.get_cookie("session").value
+    assert not set_cookie_headers(client.post("/set/y", json=2))
+    # Made permanent: the same value, now with an expiry.
+    (header,) = set_cookie_headers(client.post("/permanent/on"))
+    assert header.startswith(f"session={value};") and "Expires=" in header
+    (header,) = set_cookie_headers(client.post("/set/z", json=3))
+    assert header.startswith(f"session={value};") and "Expires=" in header
+    # Back to a browser-session cookie: set again, without an expiry.
+    (header,) = set_cookie_headers(client.post("/permanent/off"))
+    assert header.startswith(f"session={value};") and "Expires=" not in header
     assert client.get("/get/x").json == {"value": 1}
 
 
