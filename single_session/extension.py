@@ -146,11 +146,12 @@ class _State:
         return limit
 
     def device(self) -> dict[str, str] | None:
-        if not has_request_context() or not self.config["SINGLE_SESSION_RECORD_DEVICE"]:
+        if not self.config["SINGLE_SESSION_RECORD_DEVICE"] or not has_request_context():
             return None
+        environ = request.environ
         return {
-            "ip": (request.remote_addr or "")[:_MAX_IP],
-            "user_agent": request.user_agent.string[:_MAX_USER_AGENT],
+            "ip": (environ.get("REMOTE_ADDR") or "")[:_MAX_IP],
+            "user_agent": environ.get("HTTP_USER_AGENT", "")[:_MAX_USER_AGENT],
         }
 
     def load_user(self, user_id: str) -> t.Any:
@@ -412,15 +413,23 @@ def _user_id(user: t.Any) -> str:
     return str(user)
 
 
-def _current_session() -> ServerSession | None:
-    if not has_request_context():
+def _current() -> tuple[Flask, ServerSession] | None:
+    """The current request's app and session, if the session is ours."""
+    try:
+        ctx = request_ctx._get_current_object()  # type: ignore[attr-defined]
+    except RuntimeError:  # no request
         return None
     # Read the context's session directly: the flask.session proxy would mark
     # it accessed and add "Vary: Cookie" to responses that never touched it.
-    session = getattr(request_ctx._get_current_object(), "_session", None)  # type: ignore[attr-defined]
+    session = getattr(ctx, "_session", None)
     if session is None:
         session = flask_session._get_current_object()  # type: ignore[attr-defined]
-    return session if isinstance(session, ServerSession) else None
+    return (ctx.app, session) if isinstance(session, ServerSession) else None
+
+
+def _current_session() -> ServerSession | None:
+    current = _current()
+    return None if current is None else current[1]
 
 
 def _rotate(state: _State, session: ServerSession) -> None:
@@ -438,12 +447,12 @@ def _rotate(state: _State, session: ServerSession) -> None:
 
 
 def _before_request() -> None:
-    session = _current_session()
-    if session is None:
+    current = _current()
+    if current is None:
         return
+    app, session = current
     if session.unavailable is not None:
         raise session.unavailable
-    app = current_app._get_current_object()  # type: ignore[attr-defined]
     state = get_state(app)
     # The rest of the request's database work shares what is left of one
     # SINGLE_SESSION_TIMEOUT, counted from when the session was loaded.
@@ -472,17 +481,18 @@ def _before_request() -> None:
 
 
 def _teardown_request(error: BaseException | None) -> None:
-    session = _current_session()
-    if session is not None and session.budget is not None:
-        get_state(current_app).store.end_request(session.budget)
+    current = _current()
+    if current is not None and current[1].budget is not None:
+        app, session = current
+        get_state(app).store.end_request(session.budget)
         session.budget = None
 
 
 def _after_request(response: Response) -> Response:
-    session = _current_session()
-    if session is None:
+    current = _current()
+    if current is None:
         return response
-    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    app, session = current
     if session.unavailable is None:
         try:
             get_state(app).persist(session)

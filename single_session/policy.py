@@ -93,8 +93,10 @@ def bind(
         if old.get("remember") and remember is None:
             session.remember_cookie = "delete"
     # Not marked written: the end of the request compares with ``stored`` and
-    # sends what the view changed after the login (nothing, most of the time).
+    # sends what the view changed after the login (nothing, most of the time;
+    # values still the very ones stored here are not serialised again).
     session.adopt(sid, document, stored)
+    session.loaded = (dict.copy(session), stored)
 
 
 def _admit(

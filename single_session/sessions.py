@@ -223,11 +223,10 @@ class ServerSessionInterface(SessionInterface):
 
     def open_session(self, app: Flask, request: Request) -> ServerSession | None:
         state = self.state
-        signer = state.session_signer.get(app)
-        if signer is None:
-            # No SECRET_KEY: Flask's null session explains what is missing.
+        if not state.config["SECRET_KEY"]:
+            # Flask's null session explains what is missing.
             return None
-        session = self._load(app, state, request, signer)
+        session = self._load(app, state, request)
         # Flask-Login would honour a remember cookie on its own (the same cookie
         # for every device of a user). Block its path; the extension restores
         # logins from its own per-device token in a before_request function.
@@ -237,12 +236,12 @@ class ServerSessionInterface(SessionInterface):
             session.remember_pending = session.unavailable is None
         return session
 
-    def _load(
-        self, app: Flask, state: _State, request: Request, signer: t.Any
-    ) -> ServerSession:
+    def _load(self, app: Flask, state: _State, request: Request) -> ServerSession:
         value = request.cookies.get(self.get_cookie_name(app))
         if value is None:
             return self.session_class()
+        signer = state.session_signer.get(app)
+        assert signer is not None  # there is a SECRET_KEY
         ids = signer.unsign(value)
         if ids is None:
             # A bad signature costs no database query.
@@ -292,12 +291,15 @@ class ServerSessionInterface(SessionInterface):
         # changed after it, by an after_request function registered even later,
         # is written here.
         state.persist(session)
-        if session.sid is not None and not session.sid_changed:
-            if not self.should_set_cookie(app, session) or self._cookie_stands(
-                session, state.session_signer.get(app)
-            ):
-                # The common case, a session whose cookie stands: nothing to send.
-                return
+        if session.sid is None:
+            if not (session.had_cookie or session.modified):
+                return  # no cookie, and none to delete
+        elif not session.sid_changed and (
+            not self.should_set_cookie(app, session)
+            or self._cookie_stands(session, state.session_signer.get(app))
+        ):
+            # The common case, a session whose cookie stands: nothing to send.
+            return
         name = self.get_cookie_name(app)
         domain = self.get_cookie_domain(app)
         path = self.get_cookie_path(app)
@@ -307,17 +309,16 @@ class ServerSessionInterface(SessionInterface):
         httponly = self.get_cookie_httponly(app)
 
         if session.sid is None:
-            if session.had_cookie or session.modified:
-                response.delete_cookie(
-                    name,
-                    domain=domain,
-                    path=path,
-                    secure=secure,
-                    partitioned=partitioned,
-                    samesite=samesite,
-                    httponly=httponly,
-                )
-                response.vary.add("Cookie")
+            response.delete_cookie(
+                name,
+                domain=domain,
+                path=path,
+                secure=secure,
+                partitioned=partitioned,
+                samesite=samesite,
+                httponly=httponly,
+            )
+            response.vary.add("Cookie")
             return
 
         signer = state.session_signer.get(app)
@@ -456,7 +457,6 @@ def write_session(state: _State, session: ServerSession) -> None:
         return
     if session.written and session.changes == session.written_changes:
         return
-    now = state.now()
     store = state.store
     document = session.document
     user_id = dict.get(session, "_user_id")
@@ -495,11 +495,13 @@ def write_session(state: _State, session: ServerSession) -> None:
         session.mark_written()
         return
 
+    now = state.now()
     if document is None:
         stored = serialization.dump_data(session, state.max_size())
         document = new_document(state, stored, now)
         sid = insert_new(state, document)
         session.adopt(sid, document, stored)
+        session.loaded = (dict.copy(session), stored)
         session.mark_written()
         return
 

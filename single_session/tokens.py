@@ -53,12 +53,14 @@ class IdSigner:
         self.rotating = len(keys) > 1
         # A device sends the same cookie on every request: its signature is
         # checked once (a third of an ordinary request's own CPU), then looked
-        # up. Only values that verified with these keys get in; a new set of
+        # up. Only values this signer made or verified get in; a new set of
         # keys gets a new signer. Emptied when full, which is only a miss.
         self._verified: dict[str, tuple[str, ...]] = {}
 
     def sign(self, *ids: str) -> str:
-        return self._signer.sign(".".join(ids)).decode("ascii")
+        value = self._signer.sign(".".join(ids)).decode("ascii")
+        self._remember(value, ids)
+        return value
 
     def unsign(self, value: str) -> tuple[str, ...] | None:
         """The ids in a signed cookie value, or ``None`` if it is not one of ours."""
@@ -74,10 +76,13 @@ class IdSigner:
         ids = tuple(payload.split("."))
         if len(ids) != self._parts or not all(_ID_PATTERN.fullmatch(i) for i in ids):
             return None
+        self._remember(value, ids)
+        return ids
+
+    def _remember(self, value: str, ids: tuple[str, ...]) -> None:
         if len(self._verified) >= _VERIFIED_MAX:
             self._verified = {}
         self._verified[value] = ids
-        return ids
 
 
 class SignerCache:
