@@ -14,6 +14,7 @@ cookie, in the order Flask's own cookie session uses.
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 import typing as t
 from dataclasses import dataclass
@@ -398,8 +399,9 @@ def new_document(
 
 
 def new_handle() -> str:
-    """The opaque name of a session shown to users and operators; not its id."""
-    return new_id()[:22]
+    """The opaque name of a session shown to users and operators; not its id
+    (128 random bits, hex)."""
+    return secrets.token_hex(16)
 
 
 def refresh_expiry(

@@ -10,6 +10,7 @@ import typing as t
 
 from itsdangerous import BadSignature
 from itsdangerous import Signer
+from itsdangerous.signer import SigningAlgorithm
 
 if t.TYPE_CHECKING:
     from flask import Flask
@@ -41,13 +42,27 @@ def same_hash(a: str, b: str) -> bool:
     return hmac.compare_digest(a.encode(), b.encode())
 
 
+class _HMACSHA256(SigningAlgorithm):
+    """itsdangerous' HMAC-SHA256 (the same signatures), computed by the standard
+    library's one-shot ``hmac.digest`` rather than through an ``hmac.HMAC``
+    object: a sixth of the calls."""
+
+    def get_signature(self, key: bytes, value: bytes) -> bytes:
+        return hmac.digest(key, value, "sha256")
+
+
 class IdSigner:
     """Signs and checks random ids with the app's ``SECRET_KEY`` and
     ``SECRET_KEY_FALLBACKS`` (itsdangerous key rotation: the newest key signs,
     every key verifies)."""
 
     def __init__(self, keys: list[str | bytes], salt: str, parts: int = 1) -> None:
-        self._signer = Signer(keys, salt=salt, digest_method=hashlib.sha256)  # type: ignore[arg-type]
+        self._signer = Signer(
+            keys,  # type: ignore[arg-type]
+            salt=salt,
+            digest_method=hashlib.sha256,
+            algorithm=_HMACSHA256(),
+        )
         self._parts = parts
         #: Old keys still verify: a cookie may be signed with one of them.
         self.rotating = len(keys) > 1

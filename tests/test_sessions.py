@@ -8,6 +8,7 @@ from datetime import timedelta
 
 import pytest
 from flask import session
+from itsdangerous import Signer
 from pymongo import ReadPreference
 from werkzeug.http import parse_cookie
 
@@ -486,3 +487,18 @@ def test_cookie_payload_is_only_the_signed_id(app):
     value = cookie_value(client)
     assert "do not send me" not in value
     assert parse_cookie(f"session={value}")["session"] == value
+
+
+def test_cookie_is_an_itsdangerous_signature_of_the_id(app, collection):
+    """The cookie is what itsdangerous' own HMAC-SHA256 signer makes of the id,
+    and the database holds the SHA-256 of that id."""
+    client = app.test_client()
+    client.post("/set/x", json=1)
+    value = cookie_value(client)
+    signer = Signer(
+        "test secret", salt="single_session.session", digest_method=hashlib.sha256
+    )
+    sid = signer.unsign(value).decode()
+    assert signer.sign(sid).decode() == value
+    (doc,) = stored(collection)
+    assert doc["_id"] == hashlib.sha256(sid.encode()).hexdigest()
