@@ -92,11 +92,12 @@ def bind(
             logger.warning("single_session could not delete a replaced session")
         if old.get("remember") and remember is None:
             session.remember_cookie = "delete"
-    # Not marked written: the end of the request compares with ``stored`` and
-    # sends what the view changed after the login (nothing, most of the time;
-    # values still the very ones stored here are not serialised again).
+    # Written as it is now: the end of the request writes again only if the
+    # view changes the session after the login, and then sends only that
+    # (values still the very ones stored here are not serialised again).
     session.adopt(sid, document, stored)
     session.loaded = (dict.copy(session), stored)
+    session.mark_written()
 
 
 def _admit(

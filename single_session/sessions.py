@@ -63,17 +63,29 @@ class ServerSession(CallbackDict, SessionMixin):  # type: ignore[type-arg]
     :class:`~flask.sessions.SecureCookieSession` does (``modified``,
     ``accessed``, ``permanent``) and adds what the server knows about it."""
 
-    #: Set when the session's contents change (as Flask's cookie session does).
-    modified = False
     #: Set when the session is read or written; adds ``Vary: Cookie``.
     accessed = False
+    _modified = False
+    #: Counts changes (and settings of ``modified``), so that a write happens
+    #: again in the same request only if the session changed after the first.
     changes = 0
+
+    @property
+    def modified(self) -> bool:
+        """Set when the session's contents change, or by the app after an
+        in-place change (as with Flask's cookie session)."""
+        return self._modified
+
+    @modified.setter
+    def modified(self, value: bool) -> None:
+        self._modified = value
+        if value:
+            self.changes += 1
 
     def __init__(self, initial: t.Mapping[str, t.Any] | None = None) -> None:
         def on_update(self: ServerSession) -> None:
             self.modified = True
             self.accessed = True
-            self.changes += 1
 
         super().__init__(initial, on_update)
         #: The session id (the secret in the cookie), or ``None`` while nothing
@@ -107,9 +119,6 @@ class ServerSession(CallbackDict, SessionMixin):  # type: ignore[type-arg]
         self.budget: t.Any = None
         #: A login is being bound by the extension itself (not by the app).
         self.binding = False
-        #: Counts changes, so a second write in one request happens only if
-        #: the session changed after the first.
-        self.changes = 0
         self.written = False
         self.written_changes = 0
 

@@ -7,6 +7,7 @@ import hashlib
 from datetime import timedelta
 
 import pytest
+from flask import request
 from flask import session
 from itsdangerous import Signer
 from pymongo import ReadPreference
@@ -502,3 +503,26 @@ def test_cookie_is_an_itsdangerous_signature_of_the_id(app, collection):
     assert signer.sign(sid).decode() == value
     (doc,) = stored(collection)
     assert doc["_id"] == hashlib.sha256(sid.encode()).hexdigest()
+
+
+def test_a_change_after_the_write_is_saved_too(app):
+    """An after_request function that runs after the extension's (registered in
+    front of it) still has its changes saved, an in-place change marked with
+    ``modified`` included, as with Flask's cookie session."""
+
+    @app.post("/late")
+    def late():
+        session["cart"] = ["apple"]
+        return "ok"
+
+    def change_late(response):
+        if request.path == "/late":
+            session["cart"].append("pear")
+            session.modified = True
+        return response
+
+    app.after_request_funcs[None].insert(0, change_late)
+    client = app.test_client()
+    client.post("/set/x", json=1)
+    client.post("/late")
+    assert client.get("/get/cart").json == {"value": ["apple", "pear"]}
