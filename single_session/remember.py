@@ -207,9 +207,11 @@ def update_cookie(
     name = cookie_name(app)
     strip_flask_login_cookie(app, response)
     config = app.config
+    action = session.remember_cookie
+    if action is None and not config.get("REMEMBER_COOKIE_REFRESH_EACH_REQUEST"):
+        return  # the common case: nothing to do
     domain = config.get("REMEMBER_COOKIE_DOMAIN")
     path = config.get("REMEMBER_COOKIE_PATH", "/")
-    action = session.remember_cookie
     if action == "delete":
         if name in request.cookies:
             response.delete_cookie(name, domain=domain, path=path)

@@ -521,12 +521,10 @@ def write_session(state: _State, session: ServerSession) -> None:
     stored = session.stored
     if session.modified:
         stored = serialization.dump_data(session, state.max_size(), session.loaded)
-        for field, text in stored.items():
-            if session.stored.get(field) != text:
-                set_["data." + field] = text
-        for field in session.stored:
-            if field not in stored:
-                unset["data." + field] = ""
+        for field, text in stored.items() - session.stored.items():
+            set_["data." + field] = text
+        for field in session.stored.keys() - stored.keys():
+            unset["data." + field] = ""
     touch_due = now - document["seen_at"] >= state.touch_interval()
     if not (set_ or unset or touch_due):
         session.mark_written()
