@@ -55,7 +55,7 @@ def bind(
     session then keeps its old id and the user's other sessions are untouched."""
     store = state.store
     now = state.now()
-    stored = serialization.dump_data(session, state.max_size())
+    stored, entries = serialization.dump_data(session, state.max_size(), session.loaded)
     document = new_document(state, stored, now)
     document["user_id"] = user_id
     document["login_at"] = login_at or now
@@ -96,7 +96,7 @@ def bind(
     # view changes the session after the login, and then sends only that
     # (values still the very ones stored here are not serialised again).
     session.adopt(sid, document, stored)
-    session.loaded = (dict.copy(session), stored)
+    session.loaded = entries
     session.mark_written()
 
 

@@ -102,61 +102,69 @@ def dump_value(key: str, value: t.Any) -> str:
 
 #: Types whose values cannot change in place (exact types, not subclasses).
 _IMMUTABLE = frozenset({str, int, float, bool, type(None), bytes})
-_MISSING = object()
+
+#: For each key of a session: a value, and its field name and text.
+Entries = dict[str, tuple[t.Any, str, str]]
 
 
 def dump_data(
     data: t.Mapping[str, t.Any],
     max_size: int | None,
-    loaded: tuple[t.Mapping[str, t.Any], t.Mapping[str, str]] | None = None,
-) -> dict[str, str]:
-    """The stored form of a whole session. Raises :exc:`SessionDataError` naming
-    the first key whose value cannot be stored, or :exc:`SessionTooLarge`.
+    known: Entries | None = None,
+) -> tuple[dict[str, str], Entries]:
+    """The stored form of a whole session (field name to text), and its entries.
+    Raises :exc:`SessionDataError` naming the first key whose value cannot be
+    stored, or :exc:`SessionTooLarge`.
 
-    :param loaded: the values the session was loaded with and the stored texts
-        they were loaded from. A value that is still the very object loaded, of
-        a type that cannot change in place, keeps its text: only what may have
-        changed is serialised again.
+    :param known: entries from :func:`load_data` or an earlier
+        :func:`dump_data`. A value that is still the very object of an entry,
+        of a type that cannot change in place, keeps that entry's text: only
+        what may have changed is serialised again.
     """
-    values, texts = loaded if loaded is not None else ({}, {})
+    known = known or {}
     stored: dict[str, str] = {}
+    entries: Entries = {}
     size = 0
     for key, value in data.items():
-        if not isinstance(key, str):
-            raise SessionDataError(
-                f"Session keys must be strings, got {key!r}.", key=repr(key)
-            )
-        field = escape_key(key)
-        if (
-            type(value) in _IMMUTABLE
-            and values.get(key, _MISSING) is value
-            and field in texts
-        ):
-            text = texts[field]
-        else:
-            text = dump_value(key, value)
-        stored[field] = text
-        # The texts are ASCII (JSON-escaped), unless a stored one was not.
-        size += len(field) + (
-            len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
-        )
+        entry = known.get(key)
+        if entry is None or entry[0] is not value or type(value) not in _IMMUTABLE:
+            if not isinstance(key, str):
+                raise SessionDataError(
+                    f"Session keys must be strings, got {key!r}.", key=repr(key)
+                )
+            entry = (value, escape_key(key), dump_value(key, value))
+        entries[key] = entry
+        stored[entry[1]] = entry[2]
+        # The texts are ASCII (load_data accepts no others); a field is counted
+        # in characters.
+        size += len(entry[1]) + len(entry[2])
     if max_size is not None and size > max_size:
         raise SessionTooLarge(size, max_size)
-    return stored
+    return stored, entries
 
 
-def load_data(stored: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
-    """The session contents of a stored ``data`` field. Raises ``ValueError`` (or
-    ``TypeError``) for anything this module did not write."""
+def load_data(stored: t.Mapping[str, t.Any]) -> tuple[dict[str, t.Any], Entries]:
+    """The session contents of a stored ``data`` field, and their entries (for
+    :func:`dump_data`). Raises ``ValueError`` (or ``TypeError``) for anything
+    this module did not write."""
     fields = list(stored)
+    texts = list(stored.values())
     # One parse for the whole session rather than one per key: the texts, each
     # a JSON value, joined into one array (join raises TypeError for a text
     # that is not a string). The standard library parses JSON as the app's
     # provider would; untag restores Flask's tagged types, as the cookie
     # session does. Every tag key starts with a space, so without a quote
     # followed by a space there is no tagged value and no object to look at.
-    text = "[" + ",".join(stored.values()) + "]"
+    text = "[" + ",".join(texts) + "]"
+    if not text.isascii():
+        raise ValueError("a stored session value is not ASCII JSON")
     values = (_decoder if '" ' in text else _plain_decoder).decode(text)
     if len(values) != len(fields):
         raise ValueError("a stored session value is not one JSON value")
-    return {unescape_key(field): value for field, value in zip(fields, values)}
+    data: dict[str, t.Any] = {}
+    entries: Entries = {}
+    for field, text, value in zip(fields, texts, values):
+        key = unescape_key(field)
+        data[key] = value
+        entries[key] = (value, field, text)
+    return data, entries

@@ -95,9 +95,9 @@ class ServerSession(CallbackDict, SessionMixin):  # type: ignore[type-arg]
         self.document: dict[str, t.Any] | None = None
         #: The stored form of each key (to send only what changed).
         self.stored: dict[str, str] = {}
-        #: The values this session was loaded with and the stored texts they
-        #: came from, so that a write serialises only what may have changed.
-        self.loaded: tuple[dict[str, t.Any], dict[str, str]] | None = None
+        #: The texts already made of this session's values, key by key, so
+        #: that a write serialises only what may have changed.
+        self.loaded: serialization.Entries | None = None
         #: Set when the request's cookie named a session that was revoked.
         self.revocation: Revocation | None = None
         #: Set when the database failed while this session was loaded or saved.
@@ -106,6 +106,8 @@ class ServerSession(CallbackDict, SessionMixin):  # type: ignore[type-arg]
         self.had_cookie = False
         #: The session id the request's cookie carried, and that cookie's value.
         self.cookie: tuple[str, str] | None = None
+        #: The stored session was permanent when the request began.
+        self.was_permanent = False
         #: The id changed in this request, so the cookie must be set.
         self.sid_changed = False
         #: What to do with the remember-me cookie: ``None``, ``"delete"`` or
@@ -186,7 +188,7 @@ def session_from_document(document: dict[str, t.Any]) -> ServerSession:
         document[name] = aware(document[name])
     if not isinstance(document.get("handle"), str):
         raise ValueError("handle is not a string")
-    data = serialization.load_data(stored)
+    data, entries = serialization.load_data(stored)
     user_id = document.get("user_id")
     if user_id is not None:
         document["login_at"] = aware(document["login_at"])
@@ -200,8 +202,8 @@ def session_from_document(document: dict[str, t.Any]) -> ServerSession:
     session = ServerSession(data)
     session.document = document
     session.stored = dict(stored)
-    # Never changed in place (a write replaces session.stored): one copy serves.
-    session.loaded = (data, session.stored)
+    session.loaded = entries
+    session.was_permanent = bool(data.get("_permanent"))
     return session
 
 
@@ -366,8 +368,7 @@ class ServerSessionInterface(SessionInterface):
             and signer is not None
             and not signer.rotating
             and not dict.get(session, "_permanent")
-            and session.loaded is not None
-            and not session.loaded[0].get("_permanent")
+            and not session.was_permanent
         )
 
 
@@ -508,11 +509,10 @@ def write_session(state: _State, session: ServerSession) -> None:
 
     now = state.now()
     if document is None:
-        stored = serialization.dump_data(session, state.max_size())
+        stored, session.loaded = serialization.dump_data(session, state.max_size())
         document = new_document(state, stored, now)
         sid = insert_new(state, document)
         session.adopt(sid, document, stored)
-        session.loaded = (dict.copy(session), stored)
         session.mark_written()
         return
 
@@ -520,7 +520,9 @@ def write_session(state: _State, session: ServerSession) -> None:
     unset: dict[str, t.Any] = {}
     stored = session.stored
     if session.modified:
-        stored = serialization.dump_data(session, state.max_size(), session.loaded)
+        stored, session.loaded = serialization.dump_data(
+            session, state.max_size(), session.loaded
+        )
         for field, text in stored.items() - session.stored.items():
             set_["data." + field] = text
         for field in session.stored.keys() - stored.keys():

@@ -101,6 +101,7 @@ MALFORMED = {
     "data value not tagged JSON": {"$set": {"data.cart": "{not json"}},
     "data value two JSON values": {"$set": {"data.cart": '"apple","pear"'}},
     "data value empty": {"$set": {"data.cart": ""}},
+    "data value not ASCII": {"$set": {"data.cart": '"poire \u00e0 la fran\u00e7aise"'}},
     "data value a broken UUID": {"$set": {"data.cart": '{" u":"zz"}'}},
     "data value a broken tuple": {"$set": {"data.cart": '{" t":5}'}},
     "no created_at": {"$unset": {"created_at": ""}},
