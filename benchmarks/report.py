@@ -67,6 +67,10 @@ def _time(q: dict[str, float]) -> str:
     return f"{q['median']:,.0f} ({q['p25']:,.0f}–{q['p75']:,.0f})"
 
 
+def _difference(us: float) -> str:
+    return f"{us:+,.0f}".replace("-", "−")
+
+
 def _x(value: float | None) -> str:
     return "–" if value is None else f"{value:.2f}×"
 
@@ -165,6 +169,7 @@ def markdown(data: dict[str, t.Any], level: int = 2) -> str:
                 "single_session: in store",
                 "outside",
                 "single_session ÷ Flask-Session, outside",
+                "single_session − Flask-Session, outside (µs)",
             ],
             [
                 [
@@ -174,6 +179,10 @@ def markdown(data: dict[str, t.Any], level: int = 2) -> str:
                     f"{row['single_session']['store_time_us']['median']:,.0f}",
                     _time(row["single_session"]["own_time_us"]),
                     _x(r[key]["single_session_vs_flask_session_outside_store"]),
+                    _difference(
+                        row["single_session"]["own_time_us"]["median"]
+                        - row["flask_session"]["own_time_us"]["median"]
+                    ),
                 ]
                 for key, row in results.items()
             ],
