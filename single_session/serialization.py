@@ -20,6 +20,8 @@ import typing as t
 from urllib.parse import quote
 from urllib.parse import unquote
 
+from flask import current_app
+from flask import has_app_context
 from flask.json.provider import DefaultJSONProvider
 from flask.json.tag import TaggedJSONSerializer
 
@@ -32,14 +34,23 @@ _TAG_KEYS = frozenset(_serializer.tags)
 #: Types Flask's tagger passes through as they are (exact types: a subclass
 #: such as Markup may be tagged).
 _UNTAGGED = frozenset({str, int, float, bool, type(None)})
+
+
+def _default(value: t.Any) -> t.Any:
+    """The JSON form of a value JSON has none for, as the app's JSON provider
+    makes it for the cookie session (Flask's: dates, decimals, dataclasses)."""
+    provider = current_app.json if has_app_context() else None
+    default = getattr(provider, "default", DefaultJSONProvider.default)
+    return default(value)
+
+
 # The text Flask's default JSON provider writes for the cookie session (sorted
-# keys, ASCII only, compact), with the same fallback for dates, decimals and
-# dataclasses; built once, and the same whatever JSON provider the app uses.
+# keys, ASCII only, compact); built once.
 _encoder = json.JSONEncoder(
     ensure_ascii=True,
     sort_keys=True,
     separators=(",", ":"),
-    default=DefaultJSONProvider.default,
+    default=_default,
 )
 _decoder = json.JSONDecoder(object_hook=_serializer.untag)
 _plain_decoder = json.JSONDecoder()

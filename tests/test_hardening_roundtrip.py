@@ -13,6 +13,7 @@ from datetime import timezone
 
 from flask import Flask
 from flask import session
+from flask.json.provider import DefaultJSONProvider
 from flask.json.tag import TaggedJSONSerializer
 from hypothesis import example
 from hypothesis import given
@@ -164,3 +165,33 @@ def test_stored_text_is_flasks_tagged_json(value):
     text = serialization.dump_value("k", value)
     assert text == expected
     assert same(serialization.load_data({"k": text})[0]["k"], expected_value)
+
+
+class ComplexJSONProvider(DefaultJSONProvider):
+    """An app's own JSON provider, with a form for one more type."""
+
+    @staticmethod
+    def default(o: t.Any) -> t.Any:
+        if isinstance(o, complex):
+            return [o.real, o.imag]
+        return DefaultJSONProvider.default(o)
+
+
+def test_the_apps_json_provider_gives_other_types_their_form(collection):
+    """A type only the app's JSON provider knows is stored in the form it gives
+    it, as Flask's cookie session does."""
+
+    def cycle(app: Flask) -> t.Any:
+        app.json = ComplexJSONProvider(app)
+
+        @app.post("/complex")
+        def put_complex() -> str:
+            session["c"] = 1 + 2j
+            return "ok"
+
+        client = app.test_client()
+        assert client.post("/complex").status_code == 200
+        return client.get("/get/c").json
+
+    assert cycle(make_app(collection)) == cycle(make_app(None, cookie_session=True))
+    assert cycle(make_app(collection)) == {"value": [1.0, 2.0]}
