@@ -112,7 +112,7 @@ def dump_value(key: str, value: t.Any) -> str:
 
 
 #: Types whose values cannot change in place (exact types, not subclasses).
-_IMMUTABLE = frozenset({str, int, float, bool, type(None), bytes})
+_IMMUTABLE = _UNTAGGED | {bytes}
 
 #: For each key of a session: a value, and its field name and text.
 Entries = dict[str, tuple[t.Any, str, str]]

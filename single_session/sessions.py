@@ -306,70 +306,62 @@ class ServerSessionInterface(SessionInterface):
         if session.sid is None:
             if not (session.had_cookie or session.modified):
                 return  # no cookie, and none to delete
-        elif not session.sid_changed and (
-            not self.should_set_cookie(app, session)
-            or self._cookie_stands(session, state.session_signer.get(app))
-        ):
-            # The common case, a session whose cookie stands: nothing to send.
-            return
-        name = self.get_cookie_name(app)
-        domain = self.get_cookie_domain(app)
-        path = self.get_cookie_path(app)
-        secure = self.get_cookie_secure(app)
-        partitioned = self.get_cookie_partitioned(app)
-        samesite = self.get_cookie_samesite(app)
-        httponly = self.get_cookie_httponly(app)
-
-        if session.sid is None:
-            response.delete_cookie(
-                name,
-                domain=domain,
-                path=path,
-                secure=secure,
-                partitioned=partitioned,
-                samesite=samesite,
-                httponly=httponly,
-            )
-            response.vary.add("Cookie")
-            return
-
-        signer = state.session_signer.get(app)
-        assert signer is not None
-        cookie = session.cookie
-        if cookie is not None and cookie[0] == session.sid and not signer.rotating:
-            # Signing the same id with the same key gives the same value: the
-            # one the request came with (only the expiry is new).
-            value = cookie[1]
+            signer = value = None
         else:
-            value = signer.sign(session.sid)
-        response.set_cookie(
-            name,
-            value,
-            expires=self.get_expiration_time(app, session),
-            httponly=httponly,
-            domain=domain,
-            path=path,
-            secure=secure,
-            partitioned=partitioned,
-            samesite=samesite,
-        )
+            signer = state.session_signer.get(app)
+            value = self._reusable_value(session, signer)
+            if not session.sid_changed and (
+                not self.should_set_cookie(app, session)
+                or (value is not None and not self._was_or_is_permanent(session))
+            ):
+                # The common case, a session whose cookie stands: nothing to
+                # send. Flask's cookie session sets its cookie again when the
+                # session changes because the contents are in it; here they are
+                # not, so a browser-session cookie with the same value stands.
+                return
+        name = self.get_cookie_name(app)
+        attributes: dict[str, t.Any] = {
+            "domain": self.get_cookie_domain(app),
+            "path": self.get_cookie_path(app),
+            "secure": self.get_cookie_secure(app),
+            "partitioned": self.get_cookie_partitioned(app),
+            "samesite": self.get_cookie_samesite(app),
+            "httponly": self.get_cookie_httponly(app),
+        }
+        if session.sid is None:
+            response.delete_cookie(name, **attributes)
+        else:
+            if value is None:
+                assert signer is not None  # there is a SECRET_KEY
+                value = signer.sign(session.sid)
+            response.set_cookie(
+                name,
+                value,
+                expires=self.get_expiration_time(app, session),
+                **attributes,
+            )
         response.vary.add("Cookie")
 
     @staticmethod
-    def _cookie_stands(session: ServerSession, signer: IdSigner | None) -> bool:
-        """The request's cookie is what a new one would be: the same id, signed
-        with the current key, and a browser-session cookie that was one before
-        (no expiry to move). Flask's cookie session sets its cookie again when
-        the session changes because the contents are in it; here they are not."""
+    def _reusable_value(session: ServerSession, signer: IdSigner | None) -> str | None:
+        """The value of the request's cookie if a new cookie would carry the same:
+        the same id, signed with the current key (signing the same id with the
+        same key gives the same value), so only the expiry can be new."""
         cookie = session.cookie
-        return (
+        if (
             cookie is not None
             and cookie[0] == session.sid
             and signer is not None
             and not signer.rotating
-            and not dict.get(session, "_permanent")
-            and not session.was_permanent
-        )
+        ):
+            return cookie[1]
+        return None
+
+    @staticmethod
+    def _was_or_is_permanent(session: ServerSession) -> bool:
+        """A permanent cookie's expiry moves; a browser-session cookie that was
+        permanent must lose its expiry."""
+        return session.was_permanent or bool(dict.get(session, "_permanent"))
 
 
 def _stale_session() -> ServerSession:
