@@ -134,7 +134,11 @@ def markdown(data: dict[str, t.Any], level: int = 2) -> str:
         " `SESSION_REFRESH_EACH_REQUEST` (Flask's default) is on. single_session"
         " writes an unchanged session back only when its last write is older than"
         f" `SINGLE_SESSION_TOUCH_INTERVAL` ({touch} s by default): then an"
-        " authenticated read costs 2 operations, once a minute per active session.",
+        " authenticated read costs 2 operations, once a minute per active session."
+        ' "Login, no session limit" is single_session with'
+        " `SINGLE_SESSION_MAX_SESSIONS = None`: the new session id without the"
+        " one-device policy; the other backends have no policy, so for them it is"
+        " the same login.",
         "",
     ]
 
