@@ -3,6 +3,7 @@ the public API for ending sessions."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import typing as t
 from dataclasses import dataclass
@@ -15,7 +16,6 @@ from flask import flash
 from flask import Flask
 from flask import has_request_context
 from flask import request
-from flask import session as flask_session
 from flask.globals import request_ctx
 from flask_login import logout_user
 from flask_login.signals import session_protected
@@ -36,6 +36,7 @@ from .sessions import ServerSession
 from .sessions import ServerSessionInterface
 from .sessions import write_session
 from .signals import session_revoked
+from .store import RequestBudget
 from .store import SessionStore
 from .tokens import SignerCache
 
@@ -270,6 +271,7 @@ class SingleSession:
         store = SessionStore(
             self._collection_source(app),
             _seconds(config["SINGLE_SESSION_TIMEOUT"]).total_seconds(),
+            functools.partial(_request_budget, app),
         )
         state = _State(app, self, store)
         app.extensions[EXTENSION_NAME] = state
@@ -277,7 +279,6 @@ class SingleSession:
         # First of all before_request functions, last of all after_request ones.
         app.before_request_funcs.setdefault(None, []).insert(0, _before_request)
         app.after_request_funcs.setdefault(None, []).insert(0, _after_request)
-        app.teardown_request(_teardown_request)
         user_logged_in.connect(_on_user_logged_in, app)
         user_loaded_from_cookie.connect(_on_user_logged_in, app)
         user_logged_out.connect(_on_login_ended, app)
@@ -419,12 +420,22 @@ def _current() -> tuple[Flask, ServerSession] | None:
         ctx = request_ctx._get_current_object()  # type: ignore[attr-defined]
     except RuntimeError:  # no request
         return None
-    # Read the context's session directly: the flask.session proxy would mark
-    # it accessed and add "Vary: Cookie" to responses that never touched it.
-    session = getattr(ctx, "_session", None)
-    if session is None:
-        session = flask_session._get_current_object()  # type: ignore[attr-defined]
+    # Read the context's session directly: since Flask 3.1.3 its ``session``
+    # property marks it accessed (and responses that never touched it would get
+    # "Vary: Cookie"), and fails while the session is being opened.
+    if hasattr(ctx, "_session"):
+        session = ctx._session
+    else:  # Flask < 3.1.3: a plain attribute
+        session = ctx.session
     return (ctx.app, session) if isinstance(session, ServerSession) else None
+
+
+def _request_budget(app: Flask) -> RequestBudget | None:
+    """The database budget of the request ``app`` is handling, if any: it lives
+    on the request's session, so a thread given a copy of the request context
+    shares it, and nothing is left behind when the request ends."""
+    current = _current()
+    return current[1].budget if current is not None and current[0] is app else None
 
 
 def _current_session() -> ServerSession | None:
@@ -453,10 +464,6 @@ def _before_request() -> None:
     app, session = current
     if session.unavailable is not None:
         raise session.unavailable
-    state = get_state(app)
-    # The rest of the request's database work shares what is left of one
-    # SINGLE_SESSION_TIMEOUT, counted from when the session was loaded.
-    session.budget = state.store.start_request(session.opened_at)
     if session.revocation is not None:
         revoked = session.revocation
         session_revoked.send(
@@ -474,18 +481,10 @@ def _before_request() -> None:
             flash(message, "warning")
     if session.remember_pending:
         try:
-            remember.restore(app, state, session, request)
+            remember.restore(app, get_state(app), session, request)
         except SessionStoreUnavailable as e:
             _unavailable(session, e)
             raise
-
-
-def _teardown_request(error: BaseException | None) -> None:
-    current = _current()
-    if current is not None and current[1].budget is not None:
-        app, session = current
-        get_state(app).store.end_request(session.budget)
-        session.budget = None
 
 
 def _after_request(response: Response) -> Response:

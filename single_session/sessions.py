@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-import time
 import typing as t
 from dataclasses import dataclass
 from datetime import datetime
@@ -29,6 +28,7 @@ from werkzeug.datastructures import CallbackDict
 from . import serialization
 from .exceptions import SessionStoreUnavailable
 from .store import DuplicateKeyError
+from .store import RequestBudget
 from .tokens import hash_id
 from .tokens import IdSigner
 from .tokens import new_id
@@ -115,10 +115,8 @@ class ServerSession(CallbackDict, SessionMixin):  # type: ignore[type-arg]
         self.remember_cookie: t.Any = None
         #: The request carries a remember-me cookie that may restore a login.
         self.remember_pending = False
-        #: When the session was opened (``time.monotonic()``): the request's
-        #: database budget counts from here.
-        self.opened_at = time.monotonic()
-        self.budget: t.Any = None
+        #: The time this request's database calls have taken so far.
+        self.budget = RequestBudget()
         #: A login is being bound by the extension itself (not by the app).
         self.binding = False
         self.written = False
@@ -260,16 +258,19 @@ class ServerSessionInterface(SessionInterface):
             return _stale_session()
         sid = ids[0]
         key = hash_id(sid)
+        # The request's first database calls, made before its session exists:
+        # they count against the request's budget all the same.
+        budget = RequestBudget()
         try:
-            document = state.store.load(key, state.now())
+            document = state.store.load(key, state.now(), budget)
             if document is None:
                 # Absent, expired or never ours: never adopt the id. An expired
                 # document that the TTL monitor has not removed yet goes now.
-                state.store.discard(key)
-                return _stale_session()
+                state.store.discard(key, budget)
+                return _stale_session(budget)
             revocation = revocation_from_document(document)
             if revocation is not None:
-                session = _stale_session()
+                session = _stale_session(budget)
                 session.revocation = revocation
                 return session
             try:
@@ -278,13 +279,14 @@ class ServerSessionInterface(SessionInterface):
                 logger.warning(
                     "single_session removed a malformed session document: %s", e
                 )
-                state.store.delete(key)
-                return _stale_session()
+                state.store.delete(key, budget=budget)
+                return _stale_session(budget)
         except SessionStoreUnavailable as e:
             session = self.session_class()
             session.unavailable = e
             session.had_cookie = True
             return session
+        session.budget = budget
         session.sid = sid
         session.had_cookie = True
         session.cookie = (sid, value)
@@ -364,11 +366,13 @@ class ServerSessionInterface(SessionInterface):
         return session.was_permanent or bool(dict.get(session, "_permanent"))
 
 
-def _stale_session() -> ServerSession:
+def _stale_session(budget: RequestBudget | None = None) -> ServerSession:
     """A fresh anonymous session for a request whose cookie named no live session:
     the cookie is replaced or deleted when the response goes out."""
     session = ServerSession()
     session.had_cookie = True
+    if budget is not None:
+        session.budget = budget
     return session
 
 

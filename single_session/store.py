@@ -19,8 +19,6 @@ import os
 import threading
 import time
 import typing as t
-from contextvars import ContextVar
-from contextvars import Token
 from datetime import datetime
 
 import pymongo
@@ -45,11 +43,17 @@ logger = logging.getLogger("single_session")
 Document = dict[str, t.Any]
 T = t.TypeVar("T")
 
-#: The monotonic time by which the current request's database work must be done
-#: (see :meth:`SessionStore.start_request`); ``None`` outside a request.
-_deadline: ContextVar[float | None] = ContextVar(
-    "single_session_deadline", default=None
-)
+
+class RequestBudget:
+    """One request's share of the timeout: how long its database calls have
+    taken so far. Only time spent waiting on the database counts; a view that
+    takes its time does not use up the budget."""
+
+    __slots__ = ("spent",)
+
+    def __init__(self) -> None:
+        self.spent = 0.0
+
 
 #: The indexes the library needs: name, keys, options.
 INDEXES: list[tuple[str, list[tuple[str, int]], dict[str, t.Any]]] = [
@@ -138,16 +142,21 @@ class SessionStore:
     :param connect: returns the pymongo ``Collection`` (or one with its API);
         called lazily, once per process, so that a client built from a URI is
         never shared across a fork.
-    :param timeout: seconds every database call may take.
+    :param timeout: seconds every database call may take, and all the calls
+        of one request together.
+    :param current_budget: the current request's :class:`RequestBudget`, or
+        ``None`` outside a request (then each call gets the whole timeout).
     """
 
     def __init__(
         self,
         connect: t.Callable[[], Collection[Document]],
         timeout: float,
+        current_budget: t.Callable[[], RequestBudget | None] = lambda: None,
     ) -> None:
         self._connect = connect
         self.timeout = timeout
+        self._current_budget = current_budget
         self._collection: Collection[Document] | None = None
         self._pid: int | None = None
         self._lock = threading.Lock()
@@ -172,26 +181,27 @@ class SessionStore:
                     self._indexes_ready = False
         return self._collection
 
-    def start_request(self, started: float) -> Token[float | None]:
-        """From now until :meth:`end_request`, every call shares one budget:
-        ``timeout`` seconds from ``started`` (a ``time.monotonic()``), so that a
-        slow database ends the whole request within the timeout, not each call."""
-        return _deadline.set(started + self.timeout)
-
-    def end_request(self, token: Token[float | None]) -> None:
-        _deadline.reset(token)
-
     def _call(
-        self, fn: t.Callable[[], T], *, retry: bool, timeout: float | None = None
+        self,
+        fn: t.Callable[[], T],
+        *,
+        retry: bool,
+        timeout: float | None = None,
+        budget: RequestBudget | None = None,
     ) -> T:
-        budget = timeout or self.timeout
-        deadline = _deadline.get()
-        if deadline is not None and timeout is None:
-            budget = min(budget, deadline - time.monotonic())
-            if budget <= 0:
+        # A slow database ends the whole request within the timeout, not each
+        # of its calls: the calls of a request share one budget (given, while
+        # the request's session is being loaded, else the current request's).
+        if budget is None and timeout is None:
+            budget = self._current_budget()
+        seconds = timeout or self.timeout
+        if budget is not None:
+            seconds -= budget.spent
+            if seconds <= 0:
                 raise SessionStoreUnavailable()
+        started = time.monotonic()
         try:
-            with pymongo.timeout(budget):
+            with pymongo.timeout(seconds):
                 try:
                     return fn()
                 except AutoReconnect:  # includes NetworkTimeout
@@ -203,6 +213,9 @@ class SessionStore:
             if _is_transient(e):
                 raise SessionStoreUnavailable() from e
             raise
+        finally:
+            if budget is not None:
+                budget.spent += time.monotonic() - started
 
     def ensure_indexes(self, *, slots: bool = False) -> None:
         """Create the indexes the library needs (idempotent), with the "deny"
@@ -250,7 +263,9 @@ class SessionStore:
 
     # -- one session ------------------------------------------------------
 
-    def load(self, key: str, now: datetime) -> Document | None:
+    def load(
+        self, key: str, now: datetime, budget: RequestBudget | None = None
+    ) -> Document | None:
         """The session ``key`` if it is live or a tombstone; one query by ``_id``.
 
         Expiry is part of the query: a document past its ``expires_at`` is absent
@@ -260,9 +275,11 @@ class SessionStore:
             "_id": key,
             "$or": [{"revoked": {"$exists": True}}, {"expires_at": {"$gt": now}}],
         }
-        return self._call(lambda: self.collection.find_one(query), retry=True)
+        return self._call(
+            lambda: self.collection.find_one(query), retry=True, budget=budget
+        )
 
-    def discard(self, key: str) -> None:
+    def discard(self, key: str, budget: RequestBudget | None = None) -> None:
         """Remove a document that is expired or malformed; keeps tombstones and
         remembered devices (their remember-me outlives the session)."""
         query = {
@@ -270,7 +287,7 @@ class SessionStore:
             "revoked": {"$exists": False},
             "remember": {"$exists": False},
         }
-        self._call(lambda: self.collection.delete_one(query), retry=True)
+        self._call(lambda: self.collection.delete_one(query), retry=True, budget=budget)
 
     def insert(self, document: Document) -> None:
         """Insert a new session; raises ``DuplicateKeyError`` on a taken
@@ -315,7 +332,13 @@ class SessionStore:
         )
         return result.matched_count == 1
 
-    def delete(self, key: str, *, cleanup: bool = False) -> bool:
+    def delete(
+        self,
+        key: str,
+        *,
+        cleanup: bool = False,
+        budget: RequestBudget | None = None,
+    ) -> bool:
         """Delete a session. A ``cleanup`` after a failure gets a timeout of its
         own even when the request's budget is spent: leaving the session would
         cost more (under "deny", a slot held until it expires)."""
@@ -323,6 +346,7 @@ class SessionStore:
             lambda: self.collection.delete_one({"_id": key}),
             retry=True,
             timeout=self.timeout if cleanup else None,
+            budget=budget,
         )
         return result.deleted_count == 1
 
@@ -438,4 +462,10 @@ class SessionStore:
         }
 
 
-__all__ = ["SessionStore", "DuplicateKeyError", "INDEXES", "SLOT_INDEX"]
+__all__ = [
+    "SessionStore",
+    "RequestBudget",
+    "DuplicateKeyError",
+    "INDEXES",
+    "SLOT_INDEX",
+]
