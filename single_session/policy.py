@@ -92,12 +92,12 @@ def bind(
             logger.warning("single_session could not delete a replaced session")
         if old.get("remember") and remember is None:
             session.remember_cookie = "delete"
-    # Written as it is now: the end of the request writes again only if the
-    # view changes the session after the login, and then sends only that
-    # (values still the very ones stored here are not serialised again).
+    # Stored as it is now. The end of the request compares the session with
+    # this, as Flask saves a session modified in a request whole at its end,
+    # so a value changed in place after the login is written too; values that
+    # cannot have changed are not serialised again.
     session.adopt(sid, document, stored)
     session.loaded = entries
-    session.mark_written()
 
 
 def _admit(

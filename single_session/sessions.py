@@ -190,7 +190,10 @@ def session_from_document(document: dict[str, t.Any]) -> ServerSession:
     user_id = document.get("user_id")
     if user_id is not None:
         document["login_at"] = aware(document["login_at"])
-        if not isinstance(user_id, str) or data.get("_user_id") != user_id:
+        # Flask-Login keeps what get_id() returned (an int, say); the
+        # document keeps it as a string.
+        login = data.get("_user_id")
+        if not isinstance(user_id, str) or login is None or str(login) != user_id:
             raise ValueError("bound user does not match the session's user")
     remember = document.get("remember")
     if remember is not None:
@@ -472,7 +475,7 @@ def write_session(state: _State, session: ServerSession) -> None:
     if (
         document is not None
         and document.get("user_id") is not None
-        and user_id != document["user_id"]
+        and (user_id is None or str(user_id) != document["user_id"])
     ):
         # The login ended (logout_user, "strong" session protection, or the app
         # removed the key): the bound session goes; what is left of the data

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import pytest
 from flask import flash
+from flask import Flask
 from flask import get_flashed_messages
+from flask import jsonify
 from flask import session
 from flask_login import current_user
+from flask_login import login_user
+from flask_login import LoginManager
+from flask_login import UserMixin
 
 import single_session
 from conftest import make_app
@@ -447,3 +452,63 @@ def test_exports():
         "LoginDenied",
         "SessionStoreUnavailable",
     } <= set(single_session.__all__)
+
+
+def test_integer_user_ids(raw_collection):
+    # Flask-Login asks get_id() for a str, but many apps return the database's
+    # int: Flask-Login keeps it as it is, and so must the session.
+    class Member(UserMixin):
+        def __init__(self, number: int) -> None:
+            self.id = number
+
+        def get_id(self) -> int:  # type: ignore[override]
+            return self.id
+
+    members = {1: Member(1), 2: Member(2)}
+    app = Flask(__name__)
+    app.config.update(SECRET_KEY="test secret", TESTING=True)
+    login_manager = LoginManager(app)
+    login_manager.user_loader(lambda user_id: members.get(int(user_id)))
+    ext = single_session.SingleSession(app, collection=raw_collection)
+
+    @app.post("/login/<int:number>")
+    def login(number):
+        login_user(members[number])
+        session["cart"] = ["pen"]
+        return jsonify(user=current_user.get_id())
+
+    @app.post("/write")
+    def write():
+        session["a"] = 1
+        session.modified = True
+        session["b"] = 2
+        return jsonify(user=current_user.get_id())
+
+    @app.get("/me")
+    def me():
+        return jsonify(
+            user=current_user.get_id() if current_user.is_authenticated else None
+        )
+
+    phone, laptop = app.test_client(), app.test_client()
+    assert phone.post("/login/1").json == {"user": 1}
+    assert phone.get("/me").json == {"user": 1}
+    assert phone.post("/write").json == {"user": 1}
+    assert phone.get("/me").json == {"user": 1}
+    (document,) = stored(raw_collection, user_id="1")
+    assert document["data"]["_user_id"] == "1"  # tagged JSON of the int 1
+
+    # The policy and logout_everywhere see the same user.
+    assert laptop.post("/login/1").json == {"user": 1}
+    assert phone.get("/me").json == {"user": None}
+    assert laptop.get("/me").json == {"user": 1}
+    with app.app_context():
+        assert ext.logout_everywhere(members[1]) == 1
+    assert laptop.get("/me").json == {"user": None}
+
+    # A login written by the test client's session_transaction, as an int.
+    with laptop.session_transaction() as sess:
+        sess["_user_id"] = 2
+        sess["_fresh"] = True
+    assert laptop.get("/me").json == {"user": 2}
+    assert laptop.get("/me").json == {"user": 2}

@@ -9,12 +9,14 @@ from datetime import timedelta
 import pytest
 from flask import request
 from flask import session
+from flask_login import login_user
 from itsdangerous import Signer
 from pymongo import ReadPreference
 from werkzeug.http import parse_cookie
 
 from conftest import make_app
 from conftest import stored
+from conftest import USERS
 from single_session import SessionDataError
 from single_session import SessionTooLarge
 from single_session import SingleSession
@@ -526,3 +528,21 @@ def test_a_change_after_the_write_is_saved_too(app):
     client.post("/set/x", json=1)
     client.post("/late")
     assert client.get("/get/cart").json == {"value": ["apple", "pear"]}
+
+
+def test_a_value_changed_in_place_after_login_is_saved(collection):
+    # Flask saves a session that was modified in a request whole, at the end:
+    # login_user() modifies it, so an in-place change made after it is kept.
+    for cookie_session in (True, False):
+        app = make_app(collection, cookie_session=cookie_session)
+
+        @app.post("/login-and-note")
+        def login_and_note():
+            session["notes"] = []
+            login_user(USERS["alice"])
+            session["notes"].append("added after login")
+            return "ok"
+
+        client = app.test_client()
+        assert client.post("/login-and-note").status_code == 200
+        assert client.get("/get/notes").json == {"value": ["added after login"]}
