@@ -540,11 +540,14 @@ def write_session(state: _State, session: ServerSession) -> None:
         document["data"] = stored
         session.stored = stored
     else:
-        # Revoked, logged out or expired while this request ran: it stays gone.
-        if document.get("remember"):
-            session.remember_cookie = "delete"
-        session.adopt(None, None, {})
-        session.had_cookie = True
+        # Revoked, logged out or expired while this request ran: it stays gone,
+        # and so does what this request made of it (nothing may store it again,
+        # least of all its login). The cookies are left as they are: the
+        # device's next request finds out which, and a revoked device is told
+        # why (a remember-me of an expired session may still restore it).
+        dict.clear(session)
+        session.document = None
+        session.stored = {}
     session.mark_written()
 
 

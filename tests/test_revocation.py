@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 
+import pytest
 from flask import get_flashed_messages
 from flask import session
 
@@ -101,24 +102,36 @@ def test_logout_everywhere_reason(app):
     assert revoked.calls[0]["reason"] == "logout_everywhere"
 
 
-def test_in_flight_request_does_not_bring_a_revoked_session_back(app, collection):
+@pytest.mark.parametrize("late", ["write", "touch"])
+def test_in_flight_request_does_not_bring_a_revoked_session_back(
+    app, collection, clock, late
+):
+    revoked = Recorder(session_revoked, app)
     entered = threading.Event()
     release = threading.Event()
 
-    @app.post("/slow-write")
-    def slow_write():
+    @app.post("/slow")
+    def slow_request():
         session.get("x")
         entered.set()
         assert release.wait(10)
-        session["written_after_revocation"] = True
+        if late == "write":
+            session["written_after_revocation"] = True
         return "ok"
+
+    @app.get("/login-page")
+    def login_page():
+        reason = single_session.revocation()
+        return {"reason": reason and reason.reason, "flashed": get_flashed_messages()}
 
     phone, laptop = app.test_client(), app.test_client()
     phone.post("/login/alice")
+    if late == "touch":
+        clock.advance(seconds=61)  # the slow request's touch is due
     result = {}
 
     def slow():
-        result["response"] = phone.post("/slow-write")
+        result["response"] = phone.post("/slow")
 
     thread = threading.Thread(target=slow)
     thread.start()
@@ -126,7 +139,14 @@ def test_in_flight_request_does_not_bring_a_revoked_session_back(app, collection
     laptop.post("/login/alice")  # evicts the phone while its request runs
     release.set()
     thread.join(10)
-    assert result["response"].status_code == 200
+    response = result["response"]
+    assert response.status_code == 200
+    # Its cookie is left alone, so that its next request is told why.
+    assert not response.headers.getlist("Set-Cookie")
+    told = phone.get("/login-page").json
+    assert told["reason"] == "signed_in_elsewhere"
+    assert len(told["flashed"]) == 1
+    assert [call["reason"] for call in revoked.calls] == ["signed_in_elsewhere"]
     assert who(phone) is None
     # No document for the phone came back, with or without the late write.
     docs = stored(collection)

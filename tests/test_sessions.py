@@ -335,8 +335,14 @@ def test_saving_never_upserts_a_session_that_vanished_during_the_request(
     assert stored(collection) == []
     assert "update_one" in collection.ops()
     assert "insert_one" not in collection.ops()
+    # The cookie is left for the next request to find out what became of the
+    # session (a revoked one is told why): here, nothing, and the cookie goes.
+    assert set_cookie_headers(response) == []
+    response = client.get("/get/y")
+    assert response.json == {"value": None}
     (header,) = set_cookie_headers(response)
     assert "Expires=Thu, 01 Jan 1970" in header
+    assert stored(collection) == []
 
 
 def test_a_signed_but_unknown_id_is_never_adopted(app, collection):
