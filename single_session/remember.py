@@ -181,6 +181,8 @@ def restore(
     except LoginDenied:
         for key in LOGIN_KEYS:
             dict.pop(session, key, None)
+        # Still keep Flask-Login from reading the cookie itself.
+        dict.__setitem__(session, "_remember", "clear")
         session.remember_cookie = "delete"
         return
     except SessionStoreUnavailable:

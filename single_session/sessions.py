@@ -241,12 +241,21 @@ class ServerSessionInterface(SessionInterface):
             return None
         session = self._load(app, state, request)
         # Flask-Login would honour a remember cookie on its own (the same cookie
-        # for every device of a user). Block its path; the extension restores
-        # logins from its own per-device token in a before_request function.
+        # for every device of a user) whenever the session gives it no user: no
+        # login, or one its user_loader no longer knows. Block that path; the
+        # extension restores logins from its own per-device token in a
+        # before_request function.
         remember_name = app.config.get("REMEMBER_COOKIE_NAME", "remember_token")
-        if remember_name in request.cookies and "_user_id" not in session:
+        cookie = request.cookies.get(remember_name)
+        if cookie is None:
+            pass
+        elif "_user_id" not in session:
             dict.__setitem__(session, "_remember", "clear")
             session.remember_pending = session.unavailable is None
+        elif not _is_own_remember_cookie(app, state, cookie):
+            # Beside a login, this library's own cookie stays readable (for
+            # login_remembered()); any other is blocked as well.
+            dict.__setitem__(session, "_remember", "clear")
         return session
 
     def _load(self, app: Flask, state: _State, request: Request) -> ServerSession:
@@ -367,6 +376,11 @@ class ServerSessionInterface(SessionInterface):
         """A permanent cookie's expiry moves; a browser-session cookie that was
         permanent must lose its expiry."""
         return session.was_permanent or bool(dict.get(session, "_permanent"))
+
+
+def _is_own_remember_cookie(app: Flask, state: _State, value: str) -> bool:
+    signer = state.remember_signer.get(app)
+    return signer is not None and signer.unsign(value.rsplit("|", 1)[0]) is not None
 
 
 def _stale_session(budget: RequestBudget | None = None) -> ServerSession:

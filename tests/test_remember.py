@@ -188,6 +188,49 @@ def test_flask_logins_own_cookie_is_not_honoured(app):
     assert remember_cookie(client) is None
 
 
+def test_flask_logins_own_cookie_is_not_honoured_behind_a_dead_login(app):
+    # The session names a user the user_loader no longer knows (a deleted
+    # account): Flask-Login then falls back on the remember cookie, and a cookie
+    # of its own for another user must not log the request in as that user.
+    client = app.test_client()
+    client.post("/login/carol")
+    with app.test_request_context():
+        legacy = encode_cookie("alice")
+    client.set_cookie("remember_token", legacy)
+    carol = USERS.pop("carol")
+    try:
+        assert who(client)["user"] is None
+        assert client.get("/private").status_code == 401
+    finally:
+        USERS["carol"] = carol
+
+
+def test_a_restore_refused_by_the_policy_is_not_read_by_flask_login(collection):
+    # Under "deny", a remembered device whose place went to others is refused;
+    # Flask-Login must not then read this library's cookie as its own (it would
+    # hand the token to the user_loader as a user id).
+    app = make_app(
+        collection, SINGLE_SESSION_ON_LIMIT="deny", SINGLE_SESSION_MAX_SESSIONS=2
+    )
+    asked = []
+    user_loader = app.login_manager._user_callback
+    app.login_manager.user_loader(
+        lambda user_id: asked.append(user_id) or user_loader(user_id)
+    )
+    phone, laptop = app.test_client(), app.test_client()
+    phone.post("/login/alice")
+    laptop.post("/login/alice?remember=1")
+    restart_browser(laptop)
+    app.config["SINGLE_SESSION_MAX_SESSIONS"] = 1  # the plan was downgraded
+    asked.clear()
+    response = laptop.get("/me")
+    assert response.status_code == 200
+    assert response.json["user"] is None
+    assert set(asked) <= {"alice"}
+    assert remember_cookie(laptop) is None
+    assert who(phone)["user"] == "alice"
+
+
 def test_flask_login_never_sets_its_own_cookie(collection):
     app = make_app(collection, REMEMBER_COOKIE_REFRESH_EACH_REQUEST=True)
     client = app.test_client()
