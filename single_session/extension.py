@@ -36,6 +36,7 @@ from .sessions import ServerSession
 from .sessions import ServerSessionInterface
 from .sessions import write_session
 from .signals import session_revoked
+from .store import DuplicateKeyError
 from .store import RequestBudget
 from .store import SessionStore
 from .tokens import SignerCache
@@ -444,14 +445,29 @@ def _current_session() -> ServerSession | None:
 
 
 def _rotate(state: _State, session: ServerSession) -> None:
-    """Give the current session a new id, keeping everything else."""
-    document = state.store.take(session.key)  # type: ignore[arg-type]
-    if document is None:
-        session.adopt(None, None, {})
-        session.had_cookie = True
+    """Give the current session a new id, keeping everything else. If it was
+    revoked meanwhile, this request is logged out instead."""
+    store = state.store
+    taken = store.take(session.key)  # type: ignore[arg-type]
+    if taken is None:
+        logout_user()
         return
-    sid = insert_new(state, document)
+    document = dict(taken)  # as it was: neither "moving" nor without its slot
+    try:
+        # A "deny" slot taken by another login meanwhile is a duplicate key.
+        sid = insert_new(state, document, attempts=1 if "slot_key" in taken else 3)
+    except DuplicateKeyError:
+        store.finish_move(taken["_id"])
+        session.adopt(None, None, {})
+        logout_user()
+        return
+    except SessionStoreUnavailable:
+        store.undo_take(taken)
+        raise
     session.adopt(sid, document, session.stored)
+    moved = store.finish_move(taken["_id"])
+    if moved is not None and "revoked" in moved:
+        logout_user()  # ends the successor too
 
 
 # -- request hooks ---------------------------------------------------------------
@@ -464,6 +480,12 @@ def _before_request() -> None:
     app, session = current
     if session.unavailable is not None:
         raise session.unavailable
+    if session.remember_pending:
+        try:
+            remember.restore(app, get_state(app), session, request)
+        except SessionStoreUnavailable as e:
+            _unavailable(session, e)
+            raise
     if session.revocation is not None:
         revoked = session.revocation
         session_revoked.send(
@@ -479,12 +501,6 @@ def _before_request() -> None:
         )
         if message:
             flash(message, "warning")
-    if session.remember_pending:
-        try:
-            remember.restore(app, get_state(app), session, request)
-        except SessionStoreUnavailable as e:
-            _unavailable(session, e)
-            raise
 
 
 def _after_request(response: Response) -> Response:

@@ -33,6 +33,7 @@ from .policy import bind
 from .policy import REMEMBER_TOKEN_REUSED
 from .sessions import aware
 from .sessions import LOGIN_KEYS
+from .sessions import revocation_from_document
 from .sessions import ServerSession
 from .tokens import hash_id
 from .tokens import new_id
@@ -179,18 +180,25 @@ def restore(
             remember=stored,
         )
     except LoginDenied:
-        for key in LOGIN_KEYS:
-            dict.pop(session, key, None)
-        # Still keep Flask-Login from reading the cookie itself.
-        dict.__setitem__(session, "_remember", "clear")
-        session.remember_cookie = "delete"
+        store.finish_move(taken["_id"])
+        _not_restored(session)
         return
     except SessionStoreUnavailable:
         # The database failed between taking the device's session and storing
         # its successor: put it back, so that an outage does not cost the
         # device its remember-me (the cookie still holds the old token).
-        store.put_back(taken)
+        store.undo_take(taken)
         raise
+    moved = store.finish_move(taken["_id"])
+    revocation = None if moved is None else revocation_from_document(moved)
+    if revocation is not None:
+        # The user's sessions were revoked while this one moved (logout
+        # everywhere, a newer login): its successor goes the same way.
+        store.revoke({"_id": session.key, "user_id": user_id}, revocation.reason, now)
+        session.adopt(None, None, {})
+        session.revocation = revocation
+        _not_restored(session)
+        return
     session.remember_cookie = ("set", value, stored["expires_at"])
     if "_login_user" in g:
         login_manager._update_request_context_with_user(user)
@@ -199,6 +207,15 @@ def restore(
         user_loaded_from_cookie.send(app, user=user)
     finally:
         session.binding = False
+
+
+def _not_restored(session: ServerSession) -> None:
+    """Leave the request anonymous, and the remember-me cookie deleted."""
+    for key in LOGIN_KEYS:
+        dict.pop(session, key, None)
+    # Still keep Flask-Login from reading the cookie itself.
+    dict.__setitem__(session, "_remember", "clear")
+    session.remember_cookie = "delete"
 
 
 def update_cookie(

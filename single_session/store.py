@@ -273,7 +273,10 @@ class SessionStore:
         """
         query = {
             "_id": key,
-            "$or": [{"revoked": {"$exists": True}}, {"expires_at": {"$gt": now}}],
+            "$or": [
+                {"revoked": {"$exists": True}},
+                {"expires_at": {"$gt": now}, "moving": {"$exists": False}},
+            ],
         }
         return self._call(
             lambda: self.collection.find_one(query), retry=True, budget=budget
@@ -350,12 +353,55 @@ class SessionStore:
         )
         return result.deleted_count == 1
 
+    # -- moving a session to a new id ---------------------------------------
+    #
+    # A session gets a new id (a remember-me restore, logout_others) in three
+    # steps: take it (mark it "moving"), store its successor, finish the move
+    # (delete it). While it moves it stays bound to its user, so a revocation
+    # of the user meanwhile still reaches it and finish_move reports it; and
+    # no other move can take it. Loads and the user's session list no longer
+    # see it, and under "deny" its place goes to its successor.
+
     def take(self, key: str) -> Document | None:
-        """Remove a session and return it (to store it again under a new id)."""
-        query = {"_id": key, "revoked": {"$exists": False}}
+        """Start moving a live session; returns it as it was, or ``None`` if it
+        is not live or already moving."""
+        return self._take({"_id": key})
+
+    def take_remembered(self, key: str, token: str) -> Document | None:
+        """:meth:`take` the remembered session ``key`` if ``token`` is still its
+        current token: of two requests that use one token, only one gets it."""
+        return self._take({"_id": key, "remember.token": token})
+
+    def _take(self, query: Document) -> Document | None:
+        query = {**query, "revoked": {"$exists": False}, "moving": {"$exists": False}}
+        update = {"$set": {"moving": True}, "$unset": {"slot_key": ""}}
+        return self._call(
+            lambda: self.collection.find_one_and_update(query, update), retry=True
+        )
+
+    def finish_move(self, key: str) -> Document | None:
+        """Delete a taken session; returns what it was by then (a tombstone if
+        its user was revoked during the move), ``None`` if it is gone."""
+        query = {"_id": key, "moving": True}
         return self._call(
             lambda: self.collection.find_one_and_delete(query), retry=True
         )
+
+    def undo_take(self, document: Document) -> None:
+        """Best effort, after a failure: make a taken session live again (with a
+        timeout of its own, the request's budget being spent)."""
+        update: Document = {"$unset": {"moving": ""}}
+        if document.get("slot_key") is not None:
+            update["$set"] = {"slot_key": document["slot_key"]}
+        query = {"_id": document["_id"], "moving": True}
+        try:
+            self._call(
+                lambda: self.collection.update_one(query, update),
+                retry=True,
+                timeout=self.timeout,
+            )
+        except (SessionStoreUnavailable, DuplicateKeyError):
+            logger.warning("single_session could not put back a moving session")
 
     # -- remember me -------------------------------------------------------
 
@@ -367,26 +413,6 @@ class SessionStore:
         }
         return self._call(lambda: self.collection.find_one(query), retry=True)
 
-    def take_remembered(self, key: str, token: str) -> Document | None:
-        """Remove the remembered session ``key`` if ``token`` is still its
-        current token: of two requests that use one token, only one gets it."""
-        query = {"_id": key, "remember.token": token, "revoked": {"$exists": False}}
-        return self._call(
-            lambda: self.collection.find_one_and_delete(query), retry=True
-        )
-
-    def put_back(self, document: Document) -> None:
-        """Best effort, after a failure: store again a session that was taken
-        (with a timeout of its own, the request's budget being spent)."""
-        try:
-            self._call(
-                lambda: self.collection.insert_one(document),
-                retry=False,
-                timeout=self.timeout,
-            )
-        except (SessionStoreUnavailable, DuplicateKeyError):
-            logger.warning("single_session could not put back a remembered session")
-
     # -- a user's sessions -------------------------------------------------
 
     def user_sessions(
@@ -395,7 +421,11 @@ class SessionStore:
         """The user's live sessions (a remembered device counts while its
         remember-me is valid), newest login first; only ``fields`` of them if
         given (the policy needs ids, not every session's data)."""
-        query = {"user_id": user_id, "purge_at": {"$gt": now}}
+        query = {
+            "user_id": user_id,
+            "purge_at": {"$gt": now},
+            "moving": {"$exists": False},
+        }
         order = [("login_at", pymongo.DESCENDING), ("_id", pymongo.DESCENDING)]
         projection = None if fields is None else dict.fromkeys(fields, 1)
         return self._call(

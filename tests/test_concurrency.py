@@ -14,6 +14,7 @@ import time
 import typing as t
 
 import pytest
+from flask_login import current_user
 
 from conftest import make_app
 from conftest import run_together
@@ -118,3 +119,106 @@ def test_concurrent_requests_on_one_session_keep_every_key(slow, raw_collection)
     )
     for i in range(8):
         assert first.get(f"/get/k{i}").json == {"value": i}
+
+
+# -- a session moving to a new id while its user is signed out ------------------
+#
+# A remember-me restore and logout_others give a session a new id: the old
+# document is taken, its successor stored, the move finished. A revocation of
+# the user in between must reach the device all the same.
+
+
+def _pause_after(store: t.Any, method: str) -> tuple[threading.Event, threading.Event]:
+    """Make ``store.<method>`` stop after it ran, until released."""
+    entered, release = threading.Event(), threading.Event()
+    original = getattr(store, method)
+
+    def paused(*args: t.Any, **kwargs: t.Any) -> t.Any:
+        result = original(*args, **kwargs)
+        setattr(store, method, original)  # once
+        entered.set()
+        assert release.wait(10)
+        return result
+
+    setattr(store, method, paused)
+    return entered, release
+
+
+def _in_thread(fn: t.Callable[[], t.Any]) -> tuple[threading.Thread, dict[str, t.Any]]:
+    out: dict[str, t.Any] = {}
+    thread = threading.Thread(target=lambda: out.setdefault("result", fn()))
+    thread.start()
+    return thread, out
+
+
+def _logout_others_app(collection: t.Any, **config: t.Any) -> t.Any:
+    app = make_app(collection, **config)
+
+    @app.post("/logout-others")
+    def logout_others() -> t.Any:
+        ext = app.extensions["test_ext"]
+        ended = ext.logout_others(current_user)
+        return {"ended": ended, "user": current_user.get_id()}
+
+    return app
+
+
+def test_logout_everywhere_reaches_a_device_being_restored(raw_collection):
+    app = make_app(raw_collection)
+    phone = app.test_client()
+    phone.post("/login/alice?remember=1")
+    phone.delete_cookie("session")  # the browser restarts
+    store = app.extensions["single_session"].store
+    entered, release = _pause_after(store, "take_remembered")
+    thread, out = _in_thread(lambda: phone.get("/me"))
+    assert entered.wait(10)
+    with app.app_context():
+        assert app.extensions["test_ext"].logout_everywhere("alice") == 1
+    release.set()
+    thread.join(10)
+    assert out["result"].status_code == 200
+    assert out["result"].json["user"] is None
+    # Signed out for good, remember-me included, and no live session is left.
+    assert phone.get("/me").json["user"] is None
+    assert phone.get_cookie("remember_token") is None
+    assert stored(raw_collection, user_id="alice") == []
+
+
+def test_logout_everywhere_reaches_a_session_getting_a_new_id(raw_collection):
+    app = _logout_others_app(raw_collection, SINGLE_SESSION_MAX_SESSIONS=None)
+    laptop, phone = app.test_client(), app.test_client()
+    laptop.post("/login/alice")
+    phone.post("/login/alice")
+    store = app.extensions["single_session"].store
+    entered, release = _pause_after(store, "take")
+    thread, out = _in_thread(lambda: laptop.post("/logout-others"))
+    assert entered.wait(10)
+    with app.app_context():
+        app.extensions["test_ext"].logout_everywhere("alice")
+    release.set()
+    thread.join(10)
+    assert out["result"].status_code == 200
+    assert laptop.get("/me").json["user"] is None
+    assert phone.get("/me").json["user"] is None
+    assert stored(raw_collection, user_id="alice") == []
+
+
+def test_deny_a_login_taking_the_place_of_a_session_getting_a_new_id(raw_collection):
+    # Under "deny" the place moves with the session; a login that comes in
+    # between may take it (a documented limit). The moving device is then
+    # signed out, without an error.
+    app = _logout_others_app(raw_collection, SINGLE_SESSION_ON_LIMIT="deny")
+    laptop, phone = app.test_client(), app.test_client()
+    laptop.post("/login/alice")
+    store = app.extensions["single_session"].store
+    entered, release = _pause_after(store, "take")
+    thread, out = _in_thread(lambda: laptop.post("/logout-others"))
+    assert entered.wait(10)
+    assert phone.post("/login/alice").status_code == 200
+    release.set()
+    thread.join(10)
+    assert out["result"].status_code == 200
+    assert out["result"].json["user"] is None
+    assert laptop.get("/me").json["user"] is None
+    assert phone.get("/me").json["user"] == "alice"
+    assert len(stored(raw_collection, user_id="alice")) == 1
