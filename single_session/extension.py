@@ -519,8 +519,15 @@ def _after_request(response: Response) -> Response:
         else:
             remember.update_cookie(app, session, request, response)
             return response
-    # The database is unavailable: leave every cookie as it is (a remember-me
-    # must not be lost to an outage).
+    if session.stored_anew:
+        # A login or restore was stored before the database failed: its cookies
+        # go out with the 503, or the stored login would be held by no device
+        # (under "deny", holding a place) and a rotated remember-me token would
+        # later look stolen.
+        remember.update_cookie(app, session, request, response)
+        return response
+    # Otherwise leave every cookie as it is (a remember-me must not be lost to
+    # an outage).
     remember.strip_flask_login_cookie(app, response)
     return response
 

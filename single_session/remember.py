@@ -189,6 +189,9 @@ def restore(
         # device its remember-me (the cookie still holds the old token).
         store.undo_take(taken)
         raise
+    # Its cookie goes out with the response from here on, even a 503: the
+    # rotation is stored, and the old token would later look stolen.
+    session.remember_cookie = ("set", value, stored["expires_at"])
     moved = store.finish_move(taken["_id"])
     revocation = None if moved is None else revocation_from_document(moved)
     if revocation is not None:
@@ -199,7 +202,6 @@ def restore(
         session.revocation = revocation
         _not_restored(session)
         return
-    session.remember_cookie = ("set", value, stored["expires_at"])
     if "_login_user" in g:
         login_manager._update_request_context_with_user(user)
     session.binding = True

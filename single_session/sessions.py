@@ -139,6 +139,12 @@ class ServerSession(CallbackDict, SessionMixin):  # type: ignore[type-arg]
         self.written_changes = self.changes
 
     @property
+    def stored_anew(self) -> bool:
+        """Stored under a new id in this request (a login, a restore): its
+        cookie then points at what is in the database."""
+        return self.sid_changed and self.document is not None
+
+    @property
     def key(self) -> str | None:
         """The stored document's ``_id`` (the hash of :attr:`sid`)."""
         return None if self.document is None else t.cast(str, self.document["_id"])
@@ -311,12 +317,13 @@ class ServerSessionInterface(SessionInterface):
         state = self.state
         if session.accessed:
             response.vary.add("Cookie")
-        if session.unavailable is not None:
-            return
-        # The database work is done by now (see the module docstring); a session
-        # changed after it, by an after_request function registered even later,
-        # is written here.
-        state.persist(session)
+        if session.unavailable is None:
+            # The database work is done by now (see the module docstring); a
+            # session changed after it, by an after_request function registered
+            # even later, is written here.
+            state.persist(session)
+        elif not session.stored_anew:
+            return  # the database failed: leave the cookie as it is
         if session.sid is None:
             if not (session.had_cookie or session.modified):
                 return  # no cookie, and none to delete

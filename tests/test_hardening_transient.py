@@ -7,12 +7,15 @@ failed login leaves no half-bound session; a taken session id gets a new one."""
 from __future__ import annotations
 
 import pytest
+from flask import session
+from flask_login import login_user
 from pymongo.errors import AutoReconnect
 from pymongo.errors import DuplicateKeyError
 from pymongo.errors import NetworkTimeout
 
 from conftest import make_app
 from conftest import stored
+from conftest import USERS
 from faults import FaultyCollection
 from single_session import logout_everywhere
 from single_session import SessionStoreUnavailable
@@ -329,3 +332,58 @@ def test_taken_ids_are_retried_a_bounded_number_of_times(app, faulty):
 
     assert faulty.faults.count("insert_one") == 3
     assert stored(faulty) == []
+
+
+# -- a failure after a login or restore was stored -------------------------------
+
+
+def _cookie_names(response):
+    return sorted(h.split("=", 1)[0] for h in response.headers.getlist("Set-Cookie"))
+
+
+def test_a_login_stored_before_a_later_failure_keeps_its_cookie(
+    raw_collection, transient
+):
+    # The view logs in, then changes the session; that last write fails. The
+    # request is a 503, but the login is stored: its cookie goes out, or the
+    # login would be held by no device (under "deny", holding the only place).
+    faulty = FaultyCollection(raw_collection)
+    app = make_app(faulty, SINGLE_SESSION_ON_LIMIT="deny")
+
+    @app.post("/login-then-note")
+    def login_then_note():
+        login_user(USERS["alice"])
+        faulty.faults.plan("update_one", transient(), transient())
+        session["note"] = "welcome"
+        return "ok"
+
+    device = app.test_client()
+    response = device.post("/login-then-note")
+    assert response.status_code == 503
+    assert _cookie_names(response) == ["session"]
+    assert device.get("/me").json["user"] == "alice"
+    assert device.get("/get/note").json == {"value": None}  # the failed write
+    assert len(live(raw_collection, "alice")) == 1
+
+
+def test_a_restore_stored_before_a_later_failure_keeps_its_cookies(
+    raw_collection, transient
+):
+    # The rotated remember-me token is stored: without the new cookie, the
+    # device's next restore would present the old token and look stolen.
+    faulty = FaultyCollection(raw_collection)
+    app = make_app(faulty)
+    clock = app.extensions["single_session"].clock
+    device = app.test_client()
+    device.post("/login/alice?remember=1")
+    device.delete_cookie("session")  # the browser restarts
+    faulty.faults.plan("update_one", transient(), transient())
+    response = device.post("/set/cart", json=["pen"])
+    assert response.status_code == 503
+    assert _cookie_names(response) == ["remember_token", "session"]
+    assert device.get("/me").json["user"] == "alice"
+
+    clock.advance(seconds=120)  # well past the grace for parallel restores
+    device.delete_cookie("session")  # and the browser restarts again
+    assert device.get("/me").json["user"] == "alice"
+    assert stored(raw_collection, revoked={"$exists": True}) == []
