@@ -19,6 +19,7 @@ from flask import request
 from flask.globals import request_ctx
 from flask_login import logout_user
 from flask_login.signals import session_protected
+from flask_login.signals import user_accessed
 from flask_login.signals import user_loaded_from_cookie
 from flask_login.signals import user_logged_in
 from flask_login.signals import user_logged_out
@@ -280,6 +281,7 @@ class SingleSession:
         # First of all before_request functions, last of all after_request ones.
         app.before_request_funcs.setdefault(None, []).insert(0, _before_request)
         app.after_request_funcs.setdefault(None, []).insert(0, _after_request)
+        user_accessed.connect(_on_user_accessed, app)
         user_logged_in.connect(_on_user_logged_in, app)
         user_loaded_from_cookie.connect(_on_user_logged_in, app)
         user_logged_out.connect(_on_login_ended, app)
@@ -480,27 +482,23 @@ def _before_request() -> None:
     app, session = current
     if session.unavailable is not None:
         raise session.unavailable
-    if session.remember_pending:
-        try:
-            remember.restore(app, get_state(app), session, request)
-        except SessionStoreUnavailable as e:
-            _unavailable(session, e)
-            raise
     if session.revocation is not None:
-        revoked = session.revocation
-        session_revoked.send(
-            app,
-            handle=revoked.handle,
-            user_id=revoked.user_id,
-            reason=revoked.reason,
-            at=revoked.at,
-        )
-        messages = app.config["SINGLE_SESSION_REVOKED_MESSAGE"]
-        message = (
-            messages.get(revoked.reason) if isinstance(messages, dict) else messages
-        )
-        if message:
-            flash(message, "warning")
+        _tell_why(app, session.revocation)
+
+
+def _tell_why(app: Flask, revoked: Revocation) -> None:
+    """Tell the app, and by default the user, why the device was signed out."""
+    session_revoked.send(
+        app,
+        handle=revoked.handle,
+        user_id=revoked.user_id,
+        reason=revoked.reason,
+        at=revoked.at,
+    )
+    messages = app.config["SINGLE_SESSION_REVOKED_MESSAGE"]
+    message = messages.get(revoked.reason) if isinstance(messages, dict) else messages
+    if message:
+        flash(message, "warning")
 
 
 def _after_request(response: Response) -> Response:
@@ -535,6 +533,24 @@ def _after_request(response: Response) -> Response:
 # -- Flask-Login receivers ---------------------------------------------------------
 
 
+def _on_user_accessed(app: Flask, **extra: t.Any) -> None:
+    """Restore a login from this library's remember-me cookie when the request
+    first asks for the user, as Flask-Login restores from its own cookie: after
+    the app's before_request functions (a user_loader may rely on them), and
+    only for requests that look at the user."""
+    session = _current_session()
+    if session is None or not session.remember_pending:
+        return
+    told = session.revocation is not None
+    try:
+        remember.restore(app, get_state(app), session, request)
+    except SessionStoreUnavailable as e:
+        _unavailable(session, e)
+        raise
+    if session.revocation is not None and not told:
+        _tell_why(app, session.revocation)  # revoked while it was restored
+
+
 def _on_user_logged_in(app: Flask, user: t.Any = None, **extra: t.Any) -> None:
     session = _current_session()
     if session is None or session.binding:
@@ -550,6 +566,10 @@ def _on_user_logged_in(app: Flask, user: t.Any = None, **extra: t.Any) -> None:
     if wants_remember:
         stored, value = remember.new_remember(app, state, state.now(), seconds)
     try:
+        if session.remember_pending:
+            # This device's remember-me was not used yet in this request: the
+            # login replaces the one it remembers.
+            remember.forget(app, state, session, request)
         policy.bind(state, session, user, str(user_id), remember=stored)
     except (LoginDenied, SessionStoreUnavailable) as e:
         # Undo what login_user() wrote, so that the view sees an anonymous user.

@@ -211,6 +211,24 @@ def restore(
         session.binding = False
 
 
+def forget(app: Flask, state: _State, session: ServerSession, request: Request) -> None:
+    """End the login this device's remember-me cookie holds, without restoring
+    it (a new login on the device replaces it), and delete the cookie."""
+    session.remember_pending = False
+    session.remember_cookie = "delete"
+    signer = state.remember_signer.get(app)
+    value = request.cookies.get(cookie_name(app), "").rsplit("|", 1)[0]
+    ids = signer.unsign(value) if signer else None
+    if ids is None:
+        return
+    series, token = ids
+    document = state.store.find_remembered(hash_id(series), state.now())
+    if document is not None and same_hash(
+        str(document["remember"].get("token")), hash_id(token)
+    ):
+        state.store.delete(document["_id"])
+
+
 def _not_restored(session: ServerSession) -> None:
     """Leave the request anonymous, and the remember-me cookie deleted."""
     for key in LOGIN_KEYS:

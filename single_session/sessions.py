@@ -249,8 +249,8 @@ class ServerSessionInterface(SessionInterface):
         # Flask-Login would honour a remember cookie on its own (the same cookie
         # for every device of a user) whenever the session gives it no user: no
         # login, or one its user_loader no longer knows. Block that path; the
-        # extension restores logins from its own per-device token in a
-        # before_request function.
+        # extension restores logins from its own per-device token when the
+        # request first asks for the user.
         remember_name = app.config.get("REMEMBER_COOKIE_NAME", "remember_token")
         cookie = request.cookies.get(remember_name)
         if cookie is None:

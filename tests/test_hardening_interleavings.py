@@ -60,6 +60,10 @@ class Device:
         self.token: int | None = None
         self.remembered = False
         self.fresh = False
+        #: Restarted with a remembered login not restored yet: the login comes
+        #: back on the first request that asks for the user; until then the
+        #: device's session is an anonymous one of its own.
+        self.pending = False
         self.data: dict[str, t.Any] = {}
 
 
@@ -89,10 +93,12 @@ class Interleavings(RuleBasedStateMachine):
         user, index = self.owner[token]
         device = self.devices[index]
         if device.token == token:
+            if not device.pending:
+                device.data = {}  # they were in the revoked session
             device.token = None
             device.remembered = False
             device.fresh = False
-            device.data = {}
+            device.pending = False
 
     # -- actions -------------------------------------------------------------------
 
@@ -133,6 +139,7 @@ class Interleavings(RuleBasedStateMachine):
         token = next(self.tokens)
         self.owner[token] = (user, d)
         device.token, device.remembered, device.fresh = token, remember, True
+        device.pending = False  # a remembered login not restored yet ends too
         self.live[user].append(token)
         limit = LIMITS[user]
         for victim in self.live[user][:-limit]:
@@ -144,8 +151,11 @@ class Interleavings(RuleBasedStateMachine):
         assert device.client.post("/logout").status_code == 200
         user = self.user_of(device)
         if user is not None:
+            # (logout_user() asks for the user: a pending login is restored,
+            # then ended.)
             self.live[user].remove(device.token)  # type: ignore[arg-type]
         device.token, device.remembered, device.fresh = None, False, False
+        device.pending = False
 
     def end_everywhere(self, user: str) -> None:
         with self.app.app_context():
@@ -161,7 +171,8 @@ class Interleavings(RuleBasedStateMachine):
         device.client.delete_cookie("session")
         device.data = {}
         if device.token is not None and device.remembered:
-            device.fresh = False  # restored from remember-me on the next request
+            device.fresh = False  # restored from remember-me when asked for
+            device.pending = True
         else:
             # A login session left behind still counts until it is evicted.
             device.token, device.remembered, device.fresh = None, False, False
@@ -181,6 +192,8 @@ class Interleavings(RuleBasedStateMachine):
         r = device.client.get("/me")
         assert r.status_code == 200
         assert r.json == {"user": self.user_of(device), "fresh": device.fresh}
+        # Restored if pending, with the data the device gathered meanwhile.
+        device.pending = False
         for key in KEYS:
             r = device.client.get(f"/get/{key}")
             assert r.status_code == 200

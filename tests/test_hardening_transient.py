@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 from flask import session
+from flask_login import current_user
 from flask_login import login_user
 from pymongo.errors import AutoReconnect
 from pymongo.errors import DuplicateKeyError
@@ -373,12 +374,18 @@ def test_a_restore_stored_before_a_later_failure_keeps_its_cookies(
     # device's next restore would present the old token and look stolen.
     faulty = FaultyCollection(raw_collection)
     app = make_app(faulty)
+
+    @app.post("/greet")
+    def greet():
+        session["greeted"] = current_user.get_id()  # restores, then writes
+        return "ok"
+
     clock = app.extensions["single_session"].clock
     device = app.test_client()
     device.post("/login/alice?remember=1")
     device.delete_cookie("session")  # the browser restarts
     faulty.faults.plan("update_one", transient(), transient())
-    response = device.post("/set/cart", json=["pen"])
+    response = device.post("/greet")
     assert response.status_code == 503
     assert _cookie_names(response) == ["remember_token", "session"]
     assert device.get("/me").json["user"] == "alice"

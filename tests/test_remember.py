@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from flask import g
 from flask import request
 from flask_login import confirm_login
 from flask_login import fresh_login_required
@@ -365,3 +366,45 @@ def test_restore_survives_strong_session_protection(collection):
     assert who(client) == {"user": "alice", "fresh": False}
     assert who(client)["user"] == "alice"
     assert protected.calls == []
+
+
+def test_restore_waits_for_the_apps_before_request_functions(collection):
+    # As with Flask-Login's own cookie, the login is restored when the request
+    # first asks for the user: after the app's before_request functions (here
+    # one that the user_loader relies on), and not for requests that never ask.
+    app = make_app(collection)
+    user_loader = app.login_manager._user_callback
+
+    @app.before_request
+    def pick_tenant():
+        g.tenant = "acme"
+
+    def tenant_user_loader(user_id):
+        assert g.tenant == "acme"
+        return user_loader(user_id)
+
+    app.login_manager.user_loader(tenant_user_loader)
+    client = app.test_client()
+    client.post("/login/alice?remember=1")
+    restart_browser(client)
+    before = stored(collection, user_id="alice")
+    # A request that never asks for the user leaves the login where it is.
+    assert client.get("/plain").status_code == 200
+    assert stored(collection, user_id="alice") == before
+    assert who(client) == {"user": "alice", "fresh": False}
+    assert stored(collection, user_id="alice") != before  # restored: a new id
+
+
+def test_a_login_replaces_a_remembered_login_not_restored_yet(collection):
+    app = make_app(collection, SINGLE_SESSION_MAX_SESSIONS=None)
+    client = app.test_client()
+    client.post("/login/alice?remember=1")
+    restart_browser(client)
+    client.post("/set/cart", json=["pen"])  # does not ask for the user
+    assert client.post("/login/bob").json == {"user": "bob"}
+    assert stored(collection, user_id="alice") == []
+    assert remember_cookie(client) is None
+    assert client.get("/get/cart").json == {"value": ["pen"]}
+    client.post("/logout")
+    restart_browser(client)
+    assert who(client)["user"] is None
