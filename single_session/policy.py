@@ -69,6 +69,8 @@ def bind(
         # being replaced, so it must not take a place (or a slot) from the new one.
         store.delete(old["_id"])
         session.adopt(None, None, {})
+        if old.get("remember") and remember is None:
+            session.remember_cookie = "delete"  # it remembered the old session
         old = None
 
     try:

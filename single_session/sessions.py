@@ -325,7 +325,7 @@ class ServerSessionInterface(SessionInterface):
         elif not session.stored_anew:
             return  # the database failed: leave the cookie as it is
         if session.sid is None:
-            if not (session.had_cookie or session.modified):
+            if not session.had_cookie:
                 return  # no cookie, and none to delete
             signer = value = None
         else:
@@ -402,6 +402,8 @@ def _stale_session(budget: RequestBudget | None = None) -> ServerSession:
 
 #: The keys Flask-Login keeps in the session for a login.
 LOGIN_KEYS = ("_user_id", "_fresh", "_id", "_remember", "_remember_seconds")
+#: Keys that say how to keep a session, not what is in it.
+_FLAGS = {*LOGIN_KEYS, "_permanent"}
 
 
 def new_document(
@@ -510,14 +512,11 @@ def write_session(state: _State, session: ServerSession) -> None:
         state.bind_outside_login(session, str(user_id))
         document = session.document
 
-    if (
-        document is None
-        and "_user_id" not in session
-        and set(session) <= set(LOGIN_KEYS)
-    ):
-        # Only Flask-Login's leftovers, no login: not worth a session. (A bot
-        # with any remember-me cookie gets "_remember" from open_session, so
-        # Flask-Login's session protection adds "_fresh": False.)
+    if document is None and "_user_id" not in session and set(session) <= _FLAGS:
+        # Only flags, no content: not worth a session. (A bot with any
+        # remember-me cookie gets "_remember" from open_session, so Flask-Login's
+        # session protection adds "_fresh": False; and many apps set
+        # session.permanent in a before_request function, for every visitor.)
         dict.clear(session)
 
     if not session:

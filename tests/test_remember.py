@@ -408,3 +408,14 @@ def test_a_login_replaces_a_remembered_login_not_restored_yet(collection):
     client.post("/logout")
     restart_browser(client)
     assert who(client)["user"] is None
+
+
+def test_logging_in_again_without_remember_me_deletes_the_old_cookie(app, collection):
+    client = app.test_client()
+    client.post("/login/alice?remember=1")
+    assert remember_cookie(client) is not None
+    client.post("/login/alice")  # the same user, this time not remembered
+    assert remember_cookie(client) is None
+    assert len(stored(collection, user_id="alice")) == 1
+    restart_browser(client)
+    assert who(client)["user"] is None

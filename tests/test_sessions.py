@@ -46,6 +46,25 @@ def test_cookieless_requests_write_nothing(app, collection):
     assert stored(collection) == []
 
 
+def test_a_permanent_flag_alone_is_not_worth_a_session(app, collection):
+    # A common snippet: every visitor's session made permanent in a
+    # before_request function. Bots still cost nothing and get no cookie.
+    @app.before_request
+    def make_permanent():
+        session.permanent = True
+
+    for _ in range(100):
+        response = app.test_client().get("/me")
+        assert response.status_code == 200
+        assert response.headers.getlist("Set-Cookie") == []
+    assert stored(collection) == []
+    client = app.test_client()
+    client.post("/set/cart", json=["pen"])
+    assert client.get_cookie("session").expires is not None  # permanent
+    (document,) = stored(collection)
+    assert document["data"]["_permanent"] == "true"
+
+
 def test_nothing_stored_until_the_session_holds_something(app, collection):
     client = app.test_client()
     response = client.post("/set/cart", json=[1, 2])
