@@ -17,6 +17,7 @@ from flask import Flask
 from flask import has_request_context
 from flask import request
 from flask.globals import request_ctx
+from flask_login import current_user
 from flask_login import logout_user
 from flask_login.signals import session_protected
 from flask_login.signals import user_accessed
@@ -402,10 +403,16 @@ def logout_everywhere(user: t.Any) -> int:
 
 
 def revocation() -> Revocation | None:
-    """Why this request's session cookie no longer works, as a
+    """Why this request's session (or remember-me) cookie no longer works, as a
     :class:`~single_session.sessions.Revocation`, or ``None``."""
     session = _current_session()
-    return None if session is None else session.revocation
+    if session is None:
+        return None
+    if session.remember_pending:
+        # A remembered login is restored, or found revoked, when the request
+        # first asks for the user: ask now.
+        current_user._get_current_object()
+    return session.revocation
 
 
 def _user_id(user: t.Any) -> str:

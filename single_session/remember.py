@@ -116,6 +116,12 @@ def restore(
     now = state.now()
     document = store.find_remembered(hash_id(series), now)
     if document is None or not isinstance(document.get("user_id"), str):
+        if document is None:
+            # Revoked while the device was away (its browser closed): tell it
+            # why, as a device coming back with its session cookie is told.
+            tombstone = store.find_revoked_remembered(hash_id(series))
+            if tombstone is not None:
+                session.revocation = revocation_from_document(tombstone)
         session.remember_cookie = "delete"
         return
     remembered = document["remember"]

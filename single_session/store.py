@@ -81,12 +81,18 @@ SLOT_INDEX: tuple[str, list[tuple[str, int]], dict[str, t.Any]] = (
     {"unique": True, "sparse": True},
 )
 
-#: The fields a tombstone loses: it keeps only why and when it was revoked.
+#: The fields a tombstone loses: it keeps only why and when it was revoked (and
+#: a remembered device's series hash, to tell that device why when it comes
+#: back with its remember-me cookie alone).
 _TOMBSTONE_UNSET = {
     "data": "",
     "user_id": "",
     "login_at": "",
-    "remember": "",
+    "remember.token": "",
+    "remember.previous": "",
+    "remember.rotated_at": "",
+    "remember.expires_at": "",
+    "remember.seconds": "",
     "slot_key": "",
     "device": "",
 }
@@ -361,6 +367,11 @@ class SessionStore:
     # of the user meanwhile still reaches it and finish_move reports it; and
     # no other move can take it. Loads and the user's session list no longer
     # see it, and under "deny" its place goes to its successor.
+
+    def find_revoked_remembered(self, series: str) -> Document | None:
+        """The tombstone of a remembered device, found by its series hash."""
+        query = {"remember.series": series, "revoked": {"$exists": True}}
+        return self._call(lambda: self.collection.find_one(query), retry=True)
 
     def take(self, key: str) -> Document | None:
         """Start moving a live session; returns it as it was, or ``None`` if it

@@ -5,8 +5,10 @@ from __future__ import annotations
 from datetime import timedelta
 
 from flask import g
+from flask import get_flashed_messages
 from flask import request
 from flask_login import confirm_login
+from flask_login import current_user
 from flask_login import fresh_login_required
 from flask_login import login_remembered
 from flask_login import login_user
@@ -18,6 +20,8 @@ from conftest import Recorder
 from conftest import stored
 from conftest import USERS
 from single_session import logout_everywhere
+from single_session import revocation as current_revocation
+from single_session import session_revoked
 
 
 def who(client):
@@ -112,7 +116,8 @@ def test_replayed_old_token_is_theft_and_revokes_the_device(app, clock, collecti
     assert who(device)["user"] is None
     (tombstone,) = [d for d in stored(collection) if "revoked" in d]
     assert tombstone["revoked"]["reason"] == "remember_token_reused"
-    assert "remember" not in tombstone and "data" not in tombstone
+    assert "data" not in tombstone
+    assert set(tombstone["remember"]) == {"series"}  # no token left to use
 
 
 def test_parallel_restores_of_one_browser_are_not_theft(app, collection):
@@ -419,3 +424,32 @@ def test_logging_in_again_without_remember_me_deletes_the_old_cookie(app, collec
     assert len(stored(collection, user_id="alice")) == 1
     restart_browser(client)
     assert who(client)["user"] is None
+
+
+def test_a_remembered_device_revoked_while_away_is_told_why(collection):
+    # The device comes back with its remember-me cookie alone (its browser was
+    # closed): it is told why, as a device with its session cookie would be.
+    app = make_app(collection)
+    revoked = Recorder(session_revoked, app)
+
+    @app.get("/why")
+    def why():
+        reason = current_revocation()
+        return {
+            "user": current_user.get_id(),
+            "reason": reason and reason.reason,
+            "flashed": get_flashed_messages(),
+        }
+
+    phone, laptop = app.test_client(), app.test_client()
+    phone.post("/login/alice?remember=1")
+    restart_browser(phone)
+    laptop.post("/login/alice")  # signs the phone out
+    told = phone.get("/why").json
+    assert told["user"] is None
+    assert told["reason"] == "signed_in_elsewhere"
+    assert len(told["flashed"]) == 1
+    assert [call["reason"] for call in revoked.calls] == ["signed_in_elsewhere"]
+    assert remember_cookie(phone) is None
+    # Told once.
+    assert phone.get("/why").json == {"user": None, "reason": None, "flashed": []}
