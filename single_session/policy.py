@@ -94,12 +94,14 @@ def bind(
             logger.warning("single_session could not delete a replaced session")
         if old.get("remember") and remember is None:
             session.remember_cookie = "delete"
-    # Stored as it is now. The end of the request compares the session with
-    # this, as Flask saves a session modified in a request whole at its end,
-    # so a value changed in place after the login is written too; values that
-    # cannot have changed are not serialised again.
+    # Stored as it is now. The end of the request writes again what changed,
+    # as Flask saves a session modified in a request whole at its end: a value
+    # changed in place after the login too (looked for only if the session
+    # holds a value that can change in place).
     session.adopt(sid, document, stored)
     session.loaded = entries
+    session.mark_written()
+    session.written_early = True
 
 
 def _admit(

@@ -114,6 +114,13 @@ def dump_value(key: str, value: t.Any) -> str:
 #: Types whose values cannot change in place (exact types, not subclasses).
 _IMMUTABLE = _UNTAGGED | {bytes}
 
+
+def may_change_in_place(values: t.Iterable[t.Any]) -> bool:
+    """Whether one of ``values`` could have been changed in place since it was
+    serialised (a list, a dict, ...), so that only serialising it again tells."""
+    return any(type(value) not in _IMMUTABLE for value in values)
+
+
 #: For each key of a session: a value, and its field name and text.
 Entries = dict[str, tuple[t.Any, str, str]]
 

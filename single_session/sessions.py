@@ -121,6 +121,9 @@ class ServerSession(CallbackDict, SessionMixin):  # type: ignore[type-arg]
         self.binding = False
         self.written = False
         self.written_changes = 0
+        #: Written in the middle of the request (a login): the end of the
+        #: request compares it whole, as Flask saves a modified session whole.
+        self.written_early = False
 
     def __getitem__(self, key: str) -> t.Any:
         self.accessed = True
@@ -490,7 +493,12 @@ def write_session(state: _State, session: ServerSession) -> None:
     if session.unavailable is not None:
         return
     if session.written and session.changes == session.written_changes:
-        return
+        if not (
+            session.written_early
+            and serialization.may_change_in_place(dict.values(session))
+        ):
+            return
+    session.written_early = False
     store = state.store
     document = session.document
     user_id = dict.get(session, "_user_id")
