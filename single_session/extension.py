@@ -457,24 +457,38 @@ def _rotate(state: _State, session: ServerSession) -> None:
     """Give the current session a new id, keeping everything else. If it was
     revoked meanwhile, this request is logged out instead."""
     store = state.store
-    taken = store.take(session.key)  # type: ignore[arg-type]
+    now = state.now()
+    old_sid, old_document = session.sid, session.document
+    taken = store.take(session.key, now)  # type: ignore[arg-type]
     if taken is None:
         logout_user()
         return
-    document = dict(taken)  # as it was: neither "moving" nor without its slot
+    document = dict(taken)  # as it was, "deny" slot included
     try:
         # A "deny" slot taken by another login meanwhile is a duplicate key.
         sid = insert_new(state, document, attempts=1 if "slot_key" in taken else 3)
     except DuplicateKeyError:
-        store.finish_move(taken["_id"])
+        store.finish_move(taken["_id"], now)
         session.adopt(None, None, {})
         logout_user()
         return
-    except SessionStoreUnavailable:
-        store.undo_take(taken)
+    except BaseException:
+        store.undo_take(taken, now)
         raise
     session.adopt(sid, document, session.stored)
-    moved = store.finish_move(taken["_id"])
+    try:
+        moved = store.finish_move(taken["_id"], now)
+    except SessionStoreUnavailable:
+        # Whether the user was revoked meanwhile cannot be told: take the
+        # successor back and keep the old session (best effort).
+        session.adopt(old_sid, old_document, session.stored)
+        session.sid_changed = False
+        try:
+            store.delete(document["_id"], cleanup=True)
+        except SessionStoreUnavailable:
+            pass  # nobody has its cookie; it expires on its own
+        store.undo_take(taken, now)
+        raise
     if moved is not None and "revoked" in moved:
         logout_user()  # ends the successor too
 
@@ -546,7 +560,10 @@ def _on_user_accessed(app: Flask, **extra: t.Any) -> None:
     the app's before_request functions (a user_loader may rely on them), and
     only for requests that look at the user."""
     session = _current_session()
-    if session is None or not session.remember_pending:
+    if session is None or not session.remember_pending or session.saved:
+        # (After the response's cookies were set, as in a streamed body, a
+        # restore could not hand the device its new token: the user stays
+        # anonymous there, and the next request restores.)
         return
     told = session.revocation is not None
     try:
@@ -573,11 +590,16 @@ def _on_user_logged_in(app: Flask, user: t.Any = None, **extra: t.Any) -> None:
     if wants_remember:
         stored, value = remember.new_remember(app, state, state.now(), seconds)
     try:
-        if session.remember_pending:
-            # This device's remember-me was not used yet in this request: the
-            # login replaces the one it remembers.
-            remember.forget(app, state, session, request)
-        policy.bind(state, session, user, str(user_id), remember=stored)
+        # The login this device's remember-me holds, if it was not restored in
+        # this request: the new login replaces it.
+        remembered = (
+            remember.remembered_session(app, state, session, request)
+            if session.remember_pending
+            else None
+        )
+        policy.bind(
+            state, session, user, str(user_id), remember=stored, replaces=remembered
+        )
     except (LoginDenied, SessionStoreUnavailable) as e:
         # Undo what login_user() wrote, so that the view sees an anonymous user.
         for key in LOGIN_KEYS:

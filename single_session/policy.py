@@ -49,10 +49,13 @@ def bind(
     *,
     login_at: datetime | None = None,
     remember: dict[str, t.Any] | None = None,
+    replaces: dict[str, t.Any] | None = None,
 ) -> None:
     """Store ``session`` (which already holds Flask-Login's keys) under a new id,
     bound to ``user_id``, and apply the policy. Raises :exc:`LoginDenied`; the
-    session then keeps its old id and the user's other sessions are untouched."""
+    session then keeps its old id and the user's other sessions are untouched.
+    ``replaces`` is the login the device's remember-me cookie holds, not
+    restored in this request: the new login ends it."""
     store = state.store
     now = state.now()
     stored, entries = serialization.dump_data(session, state.max_size(), session.loaded)
@@ -72,6 +75,14 @@ def bind(
         if old.get("remember") and remember is None:
             session.remember_cookie = "delete"  # it remembered the old session
         old = None
+    if (
+        replaces is not None
+        and replaces.get("user_id") == user_id
+        and state.on_limit() == "deny"
+    ):
+        # Its "deny" slot is this device's, and goes to the new login.
+        store.delete(replaces["_id"])
+        replaces = None
 
     try:
         sid = _admit(state, document, user_id, state.limit_for(user), now)
@@ -84,15 +95,17 @@ def bind(
             except SessionStoreUnavailable:
                 pass  # it expires on its own; nothing has its id
         raise
-    if old is not None:
+    for replaced in (old, replaces):
+        if replaced is None:
+            continue
         try:
-            store.delete(old["_id"])
+            store.delete(replaced["_id"])
         except SessionStoreUnavailable:
             # The login is done (and may have evicted a device for it): do not
             # fail it now. The old session is only left over: its cookie is
             # replaced, and it expires on its own.
             logger.warning("single_session could not delete a replaced session")
-        if old.get("remember") and remember is None:
+        if replaced.get("remember") and remember is None:
             session.remember_cookie = "delete"
     # Stored as it is now. The end of the request writes again what changed,
     # as Flask saves a session modified in a request whole at its end: a value

@@ -155,7 +155,7 @@ def restore(
     if user is None:
         session.remember_cookie = "delete"
         return
-    taken = store.take_remembered(document["_id"], remembered["token"])
+    taken = store.take_remembered(document["_id"], remembered["token"], now)
     if taken is None:
         return  # a parallel request of this browser restored it first
 
@@ -186,28 +186,38 @@ def restore(
             remember=stored,
         )
     except LoginDenied:
-        store.finish_move(taken["_id"])
+        store.finish_move(taken["_id"], now)
         _not_restored(session)
         return
-    except SessionStoreUnavailable:
-        # The database failed between taking the device's session and storing
-        # its successor: put it back, so that an outage does not cost the
-        # device its remember-me (the cookie still holds the old token).
-        store.undo_take(taken)
+    except BaseException:
+        # The database (or the app's own code, such as a limit callable) failed
+        # before the successor was stored: put the device's session back, so
+        # that a failure does not cost the device its remember-me (the cookie
+        # still holds the old token).
+        _not_restored(session, keep_cookie=True)
+        store.undo_take(taken, now)
         raise
-    # Its cookie goes out with the response from here on, even a 503: the
-    # rotation is stored, and the old token would later look stolen.
-    session.remember_cookie = ("set", value, stored["expires_at"])
-    moved = store.finish_move(taken["_id"])
+    try:
+        moved = store.finish_move(taken["_id"], now)
+    except SessionStoreUnavailable:
+        # Whether the user was revoked meanwhile cannot be told: take the
+        # successor back rather than let it out, and put the device's session
+        # back (best effort; a move left half-way can be taken again later).
+        _undo_restore(state, session, taken, now)
+        raise
     revocation = None if moved is None else revocation_from_document(moved)
     if revocation is not None:
         # The user's sessions were revoked while this one moved (logout
         # everywhere, a newer login): its successor goes the same way.
-        store.revoke({"_id": session.key, "user_id": user_id}, revocation.reason, now)
+        successor = session.key
         session.adopt(None, None, {})
         session.revocation = revocation
         _not_restored(session)
+        store.revoke({"_id": successor, "user_id": user_id}, revocation.reason, now)
         return
+    # Its cookie goes out with the response from here on, even a 503: the
+    # rotation is stored, and the old token would later look stolen.
+    session.remember_cookie = ("set", value, stored["expires_at"])
     if "_login_user" in g:
         login_manager._update_request_context_with_user(user)
     session.binding = True
@@ -217,31 +227,48 @@ def restore(
         session.binding = False
 
 
-def forget(app: Flask, state: _State, session: ServerSession, request: Request) -> None:
-    """End the login this device's remember-me cookie holds, without restoring
-    it (a new login on the device replaces it), and delete the cookie."""
+def remembered_session(
+    app: Flask, state: _State, session: ServerSession, request: Request
+) -> dict[str, t.Any] | None:
+    """The live session this device's remember-me cookie holds (its token
+    current), without restoring it: a login on the device replaces it."""
     session.remember_pending = False
-    session.remember_cookie = "delete"
     signer = state.remember_signer.get(app)
     value = request.cookies.get(cookie_name(app), "").rsplit("|", 1)[0]
     ids = signer.unsign(value) if signer else None
     if ids is None:
-        return
+        return None
     series, token = ids
     document = state.store.find_remembered(hash_id(series), state.now())
-    if document is not None and same_hash(
+    if document is None or not same_hash(
         str(document["remember"].get("token")), hash_id(token)
     ):
-        state.store.delete(document["_id"])
+        return None
+    return document
 
 
-def _not_restored(session: ServerSession) -> None:
-    """Leave the request anonymous, and the remember-me cookie deleted."""
+def _not_restored(session: ServerSession, *, keep_cookie: bool = False) -> None:
+    """Leave the request anonymous, and the remember-me cookie deleted (or, after
+    a failure, as it is)."""
     for key in LOGIN_KEYS:
         dict.pop(session, key, None)
     # Still keep Flask-Login from reading the cookie itself.
     dict.__setitem__(session, "_remember", "clear")
-    session.remember_cookie = "delete"
+    session.remember_cookie = None if keep_cookie else "delete"
+
+
+def _undo_restore(
+    state: _State, session: ServerSession, taken: dict[str, t.Any], mark: datetime
+) -> None:
+    successor = session.key
+    session.adopt(None, None, {})
+    _not_restored(session, keep_cookie=True)
+    if successor is not None:
+        try:
+            state.store.delete(successor, cleanup=True)
+        except SessionStoreUnavailable:
+            pass  # nobody has its cookie; it expires on its own
+    state.store.undo_take(taken, mark)
 
 
 def update_cookie(

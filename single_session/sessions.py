@@ -124,6 +124,8 @@ class ServerSession(CallbackDict, SessionMixin):  # type: ignore[type-arg]
         #: Written in the middle of the request (a login): the end of the
         #: request compares it whole, as Flask saves a modified session whole.
         self.written_early = False
+        #: The response's cookies are set: too late to restore a login.
+        self.saved = False
 
     def __getitem__(self, key: str) -> t.Any:
         self.accessed = True
@@ -317,6 +319,7 @@ class ServerSessionInterface(SessionInterface):
         self, app: Flask, session: SessionMixin, response: Response
     ) -> None:
         assert isinstance(session, ServerSession)
+        session.saved = True
         state = self.state
         if session.accessed:
             response.vary.add("Cookie")
@@ -589,4 +592,3 @@ def end_login(state: _State, session: ServerSession) -> None:
     if document.get("remember"):
         session.remember_cookie = "delete"
     session.adopt(None, None, {})
-    session.had_cookie = True

@@ -20,6 +20,7 @@ import threading
 import time
 import typing as t
 from datetime import datetime
+from datetime import timedelta
 
 import pymongo
 from bson.codec_options import CodecOptions
@@ -96,6 +97,10 @@ _TOMBSTONE_UNSET = {
     "slot_key": "",
     "device": "",
 }
+
+#: After this long, a session left "moving" by a move that failed half-way may
+#: be taken again (a move is a few calls within one request's timeout).
+MOVE_LEASE = timedelta(minutes=5)
 
 # Codes of an index that exists with other options or other keys.
 _INDEX_CONFLICT_CODES = {85, 86}
@@ -295,6 +300,7 @@ class SessionStore:
             "_id": key,
             "revoked": {"$exists": False},
             "remember": {"$exists": False},
+            "moving": {"$exists": False},  # it is not lost: it gets a new id
         }
         self._call(lambda: self.collection.delete_one(query), retry=True, budget=budget)
 
@@ -362,49 +368,63 @@ class SessionStore:
     # -- moving a session to a new id ---------------------------------------
     #
     # A session gets a new id (a remember-me restore, logout_others) in three
-    # steps: take it (mark it "moving"), store its successor, finish the move
-    # (delete it). While it moves it stays bound to its user, so a revocation
-    # of the user meanwhile still reaches it and finish_move reports it; and
-    # no other move can take it. Loads and the user's session list no longer
-    # see it, and under "deny" its place goes to its successor.
+    # steps: take it (mark it "moving", with the time), store its successor,
+    # finish the move (delete it). While it moves it stays bound to its user,
+    # so a revocation of the user meanwhile still reaches it and finish_move
+    # reports it; and no other move can take it. Loads and the user's session
+    # list no longer see it, and under "deny" its place goes to its successor.
+    # A move abandoned half-way (a failure, a crash) can be taken again after
+    # MOVE_LEASE.
 
     def find_revoked_remembered(self, series: str) -> Document | None:
         """The tombstone of a remembered device, found by its series hash."""
         query = {"remember.series": series, "revoked": {"$exists": True}}
         return self._call(lambda: self.collection.find_one(query), retry=True)
 
-    def take(self, key: str) -> Document | None:
+    def take(self, key: str, now: datetime) -> Document | None:
         """Start moving a live session; returns it as it was, or ``None`` if it
-        is not live or already moving."""
-        return self._take({"_id": key})
+        is not live or already moving. ``now`` marks the move."""
+        return self._take({"_id": key}, now)
 
-    def take_remembered(self, key: str, token: str) -> Document | None:
+    def take_remembered(self, key: str, token: str, now: datetime) -> Document | None:
         """:meth:`take` the remembered session ``key`` if ``token`` is still its
         current token: of two requests that use one token, only one gets it."""
-        return self._take({"_id": key, "remember.token": token})
+        return self._take({"_id": key, "remember.token": token}, now)
 
-    def _take(self, query: Document) -> Document | None:
-        query = {**query, "revoked": {"$exists": False}, "moving": {"$exists": False}}
-        update = {"$set": {"moving": True}, "$unset": {"slot_key": ""}}
-        return self._call(
+    def _take(self, query: Document, now: datetime) -> Document | None:
+        query = {
+            **query,
+            "revoked": {"$exists": False},
+            "$or": [
+                {"moving": {"$exists": False}},
+                {"moving": {"$lte": now - MOVE_LEASE}},
+            ],
+        }
+        update = {"$set": {"moving": now}, "$unset": {"slot_key": ""}}
+        document = self._call(
             lambda: self.collection.find_one_and_update(query, update), retry=True
         )
+        if document is not None:
+            document.pop("moving", None)  # an abandoned move's mark
+        return document
 
-    def finish_move(self, key: str) -> Document | None:
-        """Delete a taken session; returns what it was by then (a tombstone if
-        its user was revoked during the move), ``None`` if it is gone."""
-        query = {"_id": key, "moving": True}
+    def finish_move(self, key: str, mark: datetime) -> Document | None:
+        """Delete a session taken at ``mark``; returns what it was by then (a
+        tombstone if its user was revoked during the move), ``None`` if it is
+        gone."""
+        query = {"_id": key, "moving": mark}
         return self._call(
             lambda: self.collection.find_one_and_delete(query), retry=True
         )
 
-    def undo_take(self, document: Document) -> None:
-        """Best effort, after a failure: make a taken session live again (with a
-        timeout of its own, the request's budget being spent)."""
+    def undo_take(self, document: Document, mark: datetime) -> None:
+        """Best effort, after a failure: make a session taken at ``mark`` live
+        again, unless it was revoked meanwhile (with a timeout of its own, the
+        request's budget being spent)."""
         update: Document = {"$unset": {"moving": ""}}
         if document.get("slot_key") is not None:
             update["$set"] = {"slot_key": document["slot_key"]}
-        query = {"_id": document["_id"], "moving": True}
+        query = {"_id": document["_id"], "moving": mark, "revoked": {"$exists": False}}
         try:
             self._call(
                 lambda: self.collection.update_one(query, update),

@@ -1,0 +1,213 @@
+"""A session getting a new id (a remember-me restore, logout_others) when things
+go wrong in the middle: a revocation, a database failure, the app's own code
+failing, a second request of the same browser, a response already sent."""
+
+from __future__ import annotations
+
+import threading
+import typing as t
+
+import pytest
+from flask import Response
+from flask import stream_with_context
+from flask_login import current_user
+from flask_login import logout_user
+
+from conftest import make_app
+from conftest import stored
+from faults import FaultyCollection
+from faults import transient
+from single_session import logout_everywhere
+
+
+@pytest.fixture
+def faulty(raw_collection):
+    return FaultyCollection(raw_collection)
+
+
+def remembered(app: t.Any, user: str = "alice") -> t.Any:
+    """A browser that logged in with remember-me, then was restarted."""
+    client = app.test_client()
+    assert client.post(f"/login/{user}?remember=1").status_code == 200
+    client.delete_cookie("session")
+    return client
+
+
+def after(store: t.Any, method: str, then: t.Callable[[], t.Any]) -> None:
+    """Run ``then`` once, right after ``store.<method>`` returns."""
+    original = getattr(store, method)
+
+    def wrapped(*args: t.Any, **kwargs: t.Any) -> t.Any:
+        result = original(*args, **kwargs)
+        setattr(store, method, original)
+        then()
+        return result
+
+    setattr(store, method, wrapped)
+
+
+def logged_out_everywhere(app: t.Any, user: str = "alice") -> t.Callable[[], None]:
+    def run() -> None:
+        with app.app_context():
+            logout_everywhere(user)
+
+    return run
+
+
+def cookie_names(response: t.Any) -> list[str]:
+    return sorted(h.split("=", 1)[0] for h in response.headers.getlist("Set-Cookie"))
+
+
+def test_a_failed_restore_puts_no_deny_slot_back_on_a_tombstone(raw_collection, faulty):
+    app = make_app(faulty, SINGLE_SESSION_ON_LIMIT="deny")
+    device = remembered(app)
+    store = app.extensions["single_session"].store
+
+    def revoke_then_fail() -> None:
+        logged_out_everywhere(app)()
+        faulty.faults.plan("insert_one", transient())  # the successor's insert
+
+    after(store, "take_remembered", revoke_then_fail)
+    assert device.get("/me").status_code == 503
+    # Nothing holds alice's only place: a new login gets in.
+    assert app.test_client().post("/login/alice").status_code == 200
+    assert all(
+        "slot_key" not in d for d in stored(raw_collection, revoked={"$exists": True})
+    )
+
+
+def test_a_restore_that_cannot_finish_lets_no_session_out(raw_collection, faulty):
+    # logout_everywhere runs during the restore, and then the database fails
+    # before the restore can tell: the device must not come back signed in.
+    app = make_app(faulty)
+    device = remembered(app)
+    store = app.extensions["single_session"].store
+
+    def revoke_then_fail() -> None:
+        logged_out_everywhere(app)()
+        faulty.faults.plan("find_one_and_delete", transient(), transient())
+
+    after(store, "take_remembered", revoke_then_fail)
+    response = device.get("/me")
+    assert response.status_code == 503
+    assert cookie_names(response) == []
+    assert device.get("/me").json["user"] is None
+    assert stored(raw_collection, user_id="alice") == []
+
+
+def test_a_restore_that_cannot_finish_can_be_tried_again(raw_collection, faulty):
+    # No revocation, just a failure at the end: the device keeps its old
+    # cookie, and a later restore works (it is not mistaken for theft).
+    app = make_app(faulty)
+    clock = app.extensions["single_session"].clock
+    device = remembered(app)
+    faulty.faults.plan("find_one_and_delete", transient(), transient())
+    response = device.get("/me")
+    assert response.status_code == 503
+    assert cookie_names(response) == []
+    clock.advance(minutes=10)  # past the lease of the move left half-way
+    assert device.get("/me").json == {"user": "alice", "fresh": False}
+    assert stored(raw_collection, revoked={"$exists": True}) == []
+    assert len(stored(raw_collection, user_id="alice")) == 1
+
+
+def test_the_apps_own_error_during_a_restore_leaves_it_to_try_again(raw_collection):
+    failing = {}
+
+    def limit(user: t.Any) -> int:
+        if failing.pop("once", False):
+            raise RuntimeError("the limit service is down (test)")
+        return 1
+
+    app = make_app(raw_collection, SINGLE_SESSION_MAX_SESSIONS=limit)
+    app.config["PROPAGATE_EXCEPTIONS"] = False
+    device = remembered(app)
+    failing["once"] = True
+    assert device.get("/me").status_code == 500
+    assert device.get("/me").json == {"user": "alice", "fresh": False}
+    assert len(stored(raw_collection, user_id="alice")) == 1
+
+
+def test_a_second_request_during_a_move_does_not_lose_the_session(raw_collection):
+    app = make_app(raw_collection, SINGLE_SESSION_MAX_SESSIONS=None)
+
+    @app.post("/logout-others")
+    def logout_others() -> t.Any:
+        return {"ended": app.extensions["test_ext"].logout_others(current_user)}
+
+    laptop = app.test_client()
+    laptop.post("/login/alice")
+    tab = app.test_client()
+    tab.set_cookie("session", laptop.get_cookie("session").value)
+    store = app.extensions["single_session"].store
+    seen = {}
+
+    def tab_visits_then_everyone_is_logged_out() -> None:
+        # From another thread, as a real second request (a request made in
+        # this one's thread would share its app context, and its user).
+        thread = threading.Thread(target=lambda: seen.update(tab=tab.get("/me").json))
+        thread.start()
+        thread.join(10)
+        with app.app_context():
+            seen["ended"] = logout_everywhere("alice")
+
+    after(store, "take", tab_visits_then_everyone_is_logged_out)
+    assert laptop.post("/logout-others").status_code == 200
+    assert seen["tab"]["user"] is None  # the old id no longer works
+    assert seen["ended"] == 1  # the moving session was still there to end
+    assert laptop.get("/me").json["user"] is None
+    assert stored(raw_collection, user_id="alice") == []
+
+
+def test_no_restore_once_the_response_has_gone_out(raw_collection):
+    # A streamed body that first asks for the user after the response's cookies
+    # were set: a restore there could not hand the browser its new token.
+    app = make_app(raw_collection)
+
+    @app.get("/stream")
+    def stream() -> t.Any:
+        def body() -> t.Iterator[str]:
+            yield "hello "
+            yield str(current_user.get_id())
+
+        return Response(stream_with_context(body()))
+
+    device = remembered(app)
+    before = stored(raw_collection, user_id="alice")
+    response = device.get("/stream")
+    assert response.get_data(as_text=True) == "hello None"
+    assert cookie_names(response) == []
+    assert stored(raw_collection, user_id="alice") == before
+    assert device.get("/me").json == {"user": "alice", "fresh": False}
+
+
+def test_a_refused_login_leaves_the_remembered_login(raw_collection):
+    app = make_app(raw_collection, SINGLE_SESSION_ON_LIMIT="deny")
+    device = remembered(app)
+    app.test_client().post("/login/bob")  # bob's only place is taken
+    assert device.post("/login/bob").status_code == 409
+    assert device.get_cookie("remember_token") is not None
+    assert device.get("/me").json == {"user": "alice", "fresh": False}
+
+
+def test_a_failed_login_leaves_the_remembered_login(raw_collection, faulty):
+    app = make_app(faulty)
+    device = remembered(app)
+    faulty.faults.plan("insert_one", transient())  # the login's insert
+    assert device.post("/login/alice").status_code == 503
+    assert device.get("/me").json == {"user": "alice", "fresh": False}
+
+
+def test_logging_out_a_restored_login_sends_no_session_cookie(raw_collection):
+    app = make_app(raw_collection)
+
+    @app.post("/bye")
+    def bye() -> t.Any:
+        logout_user()  # restores (Flask-Login asks for the user), then ends it
+        return {"ok": True}
+
+    device = remembered(app)
+    response = device.post("/bye")
+    assert response.status_code == 200
+    assert cookie_names(response) == ["remember_token"]  # deleted
+    assert stored(raw_collection, user_id="alice") == []
