@@ -31,14 +31,12 @@ from .exceptions import ConfigurationError
 from .exceptions import LoginDenied
 from .exceptions import SessionStoreUnavailable
 from .sessions import end_login
-from .sessions import insert_new
 from .sessions import LOGIN_KEYS
 from .sessions import Revocation
 from .sessions import ServerSession
 from .sessions import ServerSessionInterface
 from .sessions import write_session
 from .signals import session_revoked
-from .store import DuplicateKeyError
 from .store import RequestBudget
 from .store import SessionStore
 from .tokens import SignerCache
@@ -356,7 +354,7 @@ class SingleSession:
         )
         count = policy.revoke_all(state, user_id, policy.LOGOUT_EVERYWHERE, keep=keep)
         if session is not None and keep is not None:
-            _rotate(state, session)
+            _rotate(state, session, user)
         return count
 
     def sessions_of(self, user: t.Any) -> list[SessionInfo]:
@@ -453,44 +451,33 @@ def _current_session() -> ServerSession | None:
     return None if current is None else current[1]
 
 
-def _rotate(state: _State, session: ServerSession) -> None:
-    """Give the current session a new id, keeping everything else. If it was
-    revoked meanwhile, this request is logged out instead."""
-    store = state.store
-    now = state.now()
-    old_sid, old_document = session.sid, session.document
-    taken = store.take(session.key, now)  # type: ignore[arg-type]
-    if taken is None:
+def _rotate(state: _State, session: ServerSession, user: t.Any) -> None:
+    """Give the current session a new id, as a new login of the same user on
+    this device would (keeping its login time and remember-me), through the
+    policy. If it was revoked or ended meanwhile, this request is logged out."""
+    document = session.document
+    if document is None:
+        return
+    if isinstance(user, str):  # an id: the policy may need the user object
+        user = state.load_user(user)
+    if user is None:
+        return
+    login_at = document.get("login_at")
+    try:
+        revoked = policy.bind(
+            state,
+            session,
+            user,
+            document["user_id"],
+            login_at=login_at if isinstance(login_at, datetime) else None,
+            remember=document.get("remember"),
+        )
+    except LoginDenied:
+        # Its place went to another login meanwhile (see the README).
         logout_user()
         return
-    document = dict(taken)  # as it was, "deny" slot included
-    try:
-        # A "deny" slot taken by another login meanwhile is a duplicate key.
-        sid = insert_new(state, document, attempts=1 if "slot_key" in taken else 3)
-    except DuplicateKeyError:
-        store.finish_move(taken["_id"], now)
-        session.adopt(None, None, {})
-        logout_user()
-        return
-    except BaseException:
-        store.undo_take(taken, now)
-        raise
-    session.adopt(sid, document, session.stored)
-    try:
-        moved = store.finish_move(taken["_id"], now)
-    except SessionStoreUnavailable:
-        # Whether the user was revoked meanwhile cannot be told: take the
-        # successor back and keep the old session (best effort).
-        session.adopt(old_sid, old_document, session.stored)
-        session.sid_changed = False
-        try:
-            store.delete(document["_id"], cleanup=True)
-        except SessionStoreUnavailable:
-            pass  # nobody has its cookie; it expires on its own
-        store.undo_take(taken, now)
-        raise
-    if moved is not None and "revoked" in moved:
-        logout_user()  # ends the successor too
+    if revoked:
+        logout_user()  # ends the new session too
 
 
 # -- request hooks ---------------------------------------------------------------

@@ -50,12 +50,13 @@ def bind(
     login_at: datetime | None = None,
     remember: dict[str, t.Any] | None = None,
     replaces: dict[str, t.Any] | None = None,
-) -> None:
+) -> bool:
     """Store ``session`` (which already holds Flask-Login's keys) under a new id,
     bound to ``user_id``, and apply the policy. Raises :exc:`LoginDenied`; the
     session then keeps its old id and the user's other sessions are untouched.
     ``replaces`` is the login the device's remember-me cookie holds, not
-    restored in this request: the new login ends it."""
+    restored in this request: the new login ends it. Returns whether a replaced
+    login of the same user was revoked (or ended) while this one was admitted."""
     store = state.store
     now = state.now()
     stored, entries = serialization.dump_data(session, state.max_size(), session.loaded)
@@ -66,47 +67,53 @@ def bind(
         document["remember"] = remember
         document["purge_at"] = max(document["purge_at"], remember["expires_at"])
 
-    old = session.document
-    if old is not None and old.get("user_id") == user_id:
-        # The same user logging in again on this device: its current session is
-        # being replaced, so it must not take a place (or a slot) from the new one.
-        store.delete(old["_id"])
-        session.adopt(None, None, {})
-        if old.get("remember") and remember is None:
-            session.remember_cookie = "delete"  # it remembered the old session
-        old = None
-    if (
-        replaces is not None
-        and replaces.get("user_id") == user_id
-        and state.on_limit() == "deny"
-    ):
-        # Its "deny" slot is this device's, and goes to the new login.
-        store.delete(replaces["_id"])
-        replaces = None
+    # What the new login replaces on this device: its current session, and the
+    # login its remember-me cookie holds. Those of the same user are taken
+    # (marked as moving) while the new one is admitted, so that they take no
+    # place (or "deny" slot) from it, and are put back if it is refused or
+    # fails; the others go once it is in.
+    replaced = [d for d in (session.document, replaces) if d is not None]
+    taken = []
+    for d in replaced:
+        if d.get("user_id") == user_id:
+            moving = store.take(d["_id"], now)
+            if moving is not None:
+                taken.append(moving)
+    others = [d for d in replaced if d.get("user_id") != user_id]
 
     try:
         sid = _admit(state, document, user_id, state.limit_for(user), now)
-    except SessionStoreUnavailable:
-        # The database failed half-way: take back the new session if it was
-        # stored, so that a failed login holds no place (or "deny" slot).
-        if "_id" in document:
+    except BaseException as e:
+        # Refused, or the database failed half-way: take back the new session
+        # if it was stored, so that a failed login holds no place (or "deny"
+        # slot), and put back what it was to replace.
+        if isinstance(e, SessionStoreUnavailable) and "_id" in document:
             try:
                 store.delete(document["_id"], cleanup=True)
             except SessionStoreUnavailable:
                 pass  # it expires on its own; nothing has its id
+        for moving in taken:
+            store.undo_take(moving, now)
         raise
-    for replaced in (old, replaces):
-        if replaced is None:
-            continue
+    revoked_meanwhile = False
+    for moving in taken:
         try:
-            store.delete(replaced["_id"])
+            finished = store.finish_move(moving["_id"], now)
+            revoked_meanwhile = revoked_meanwhile or (
+                finished is None or "revoked" in finished
+            )
+        except SessionStoreUnavailable:
+            logger.warning("single_session could not delete a replaced session")
+    for other in others:
+        try:
+            store.delete(other["_id"])
         except SessionStoreUnavailable:
             # The login is done (and may have evicted a device for it): do not
             # fail it now. The old session is only left over: its cookie is
             # replaced, and it expires on its own.
             logger.warning("single_session could not delete a replaced session")
-        if replaced.get("remember") and remember is None:
-            session.remember_cookie = "delete"
+    if remember is None and any(d.get("remember") for d in replaced):
+        session.remember_cookie = "delete"  # it remembered a replaced login
     # Stored as it is now. The end of the request writes again what changed,
     # as Flask saves a session modified in a request whole at its end: a value
     # changed in place after the login too (looked for only if the session
@@ -115,6 +122,7 @@ def bind(
     session.loaded = entries
     session.mark_written()
     session.written_early = True
+    return revoked_meanwhile
 
 
 def _admit(

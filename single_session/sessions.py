@@ -28,6 +28,7 @@ from werkzeug.datastructures import CallbackDict
 from . import serialization
 from .exceptions import SessionStoreUnavailable
 from .store import DuplicateKeyError
+from .store import MOVE_LEASE
 from .store import RequestBudget
 from .tokens import hash_id
 from .tokens import IdSigner
@@ -183,6 +184,12 @@ def aware(value: t.Any) -> datetime:
     return value
 
 
+def is_moving(document: dict[str, t.Any], now: datetime) -> bool:
+    """Whether a session is getting a new id in another request right now."""
+    moving = document.get("moving")
+    return isinstance(moving, datetime) and aware(moving) > now - MOVE_LEASE
+
+
 def session_from_document(document: dict[str, t.Any]) -> ServerSession:
     """A session from a live stored document. Raises ``ValueError`` (or
     ``TypeError``/``KeyError``) if the document is malformed."""
@@ -285,7 +292,13 @@ class ServerSessionInterface(SessionInterface):
         # they count against the request's budget all the same.
         budget = RequestBudget()
         try:
-            document = state.store.load(key, state.now(), budget)
+            now = state.now()
+            document = state.store.load(key, now, budget)
+            if document is not None and is_moving(document, now):
+                # Another request of this browser is giving it a new id (a
+                # restore, logout_others): this one goes on anonymous and leaves
+                # the cookie to that request's response.
+                return self.session_class()
             if document is None:
                 # Absent, expired or never ours: never adopt the id. An expired
                 # document that the TTL monitor has not removed yet goes now.

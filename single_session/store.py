@@ -102,6 +102,13 @@ _TOMBSTONE_UNSET = {
 #: be taken again (a move is a few calls within one request's timeout).
 MOVE_LEASE = timedelta(minutes=5)
 
+
+def _not_moving(now: datetime) -> list[Document]:
+    """A filter (for ``$or``): not moving to a new id, or left moving by a move
+    that failed half-way longer than MOVE_LEASE ago (then live again)."""
+    return [{"moving": {"$exists": False}}, {"moving": {"$lte": now - MOVE_LEASE}}]
+
+
 # Codes of an index that exists with other options or other keys.
 _INDEX_CONFLICT_CODES = {85, 86}
 
@@ -277,17 +284,15 @@ class SessionStore:
     def load(
         self, key: str, now: datetime, budget: RequestBudget | None = None
     ) -> Document | None:
-        """The session ``key`` if it is live or a tombstone; one query by ``_id``.
+        """The session ``key`` if it is live (or moving to a new id) or a
+        tombstone; one query by ``_id``.
 
         Expiry is part of the query: a document past its ``expires_at`` is absent
         whether or not MongoDB's TTL monitor has removed it yet.
         """
         query = {
             "_id": key,
-            "$or": [
-                {"revoked": {"$exists": True}},
-                {"expires_at": {"$gt": now}, "moving": {"$exists": False}},
-            ],
+            "$or": [{"revoked": {"$exists": True}}, {"expires_at": {"$gt": now}}],
         }
         return self._call(
             lambda: self.collection.find_one(query), retry=True, budget=budget
@@ -392,14 +397,7 @@ class SessionStore:
         return self._take({"_id": key, "remember.token": token}, now)
 
     def _take(self, query: Document, now: datetime) -> Document | None:
-        query = {
-            **query,
-            "revoked": {"$exists": False},
-            "$or": [
-                {"moving": {"$exists": False}},
-                {"moving": {"$lte": now - MOVE_LEASE}},
-            ],
-        }
+        query = {**query, "revoked": {"$exists": False}, "$or": _not_moving(now)}
         update = {"$set": {"moving": now}, "$unset": {"slot_key": ""}}
         document = self._call(
             lambda: self.collection.find_one_and_update(query, update), retry=True
@@ -455,7 +453,7 @@ class SessionStore:
         query = {
             "user_id": user_id,
             "purge_at": {"$gt": now},
-            "moving": {"$exists": False},
+            "$or": _not_moving(now),
         }
         order = [("login_at", pymongo.DESCENDING), ("_id", pymongo.DESCENDING)]
         projection = None if fields is None else dict.fromkeys(fields, 1)

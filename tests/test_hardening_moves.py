@@ -211,3 +211,74 @@ def test_logging_out_a_restored_login_sends_no_session_cookie(raw_collection):
     assert response.status_code == 200
     assert cookie_names(response) == ["remember_token"]  # deleted
     assert stored(raw_collection, user_id="alice") == []
+
+
+# -- logout_others (the current session gets a new id through the policy) --------
+
+
+def _with_logout_others(app: t.Any) -> t.Any:
+    @app.post("/logout-others")
+    def logout_others() -> t.Any:
+        ended = app.extensions["test_ext"].logout_others(current_user)
+        return {"ended": ended, "user": current_user.get_id()}
+
+    return app
+
+
+def _in_thread(fn: t.Callable[[], t.Any]) -> t.Any:
+    out: dict[str, t.Any] = {}
+    thread = threading.Thread(target=lambda: out.update(result=fn()))
+    thread.start()
+    thread.join(10)
+    return out["result"]
+
+
+def test_a_login_during_logout_others_still_evicts(raw_collection):
+    app = _with_logout_others(make_app(raw_collection))
+    laptop, phone = app.test_client(), app.test_client()
+    laptop.post("/login/alice")
+    store = app.extensions["single_session"].store
+    after(store, "take", lambda: _in_thread(lambda: phone.post("/login/alice")))
+    assert laptop.post("/logout-others").status_code == 200
+    # The phone logged in last: it is the one left, and the only one.
+    assert len(stored(raw_collection, user_id="alice")) == 1
+    assert phone.get("/me").json["user"] == "alice"
+    assert laptop.get("/me").json["user"] is None
+
+
+@pytest.mark.parametrize("on_limit", ["evict", "deny"])
+def test_a_second_click_during_logout_others(raw_collection, on_limit):
+    # The same browser asks twice at once (a double click): the second request
+    # finds the session moving, goes on anonymous and leaves the cookie alone,
+    # so the browser ends with the one session there is.
+    app = _with_logout_others(
+        make_app(raw_collection, SINGLE_SESSION_ON_LIMIT=on_limit)
+    )
+    browser = app.test_client()
+    browser.post("/login/alice")
+    second = app.test_client()
+    second.set_cookie("session", browser.get_cookie("session").value)
+    store = app.extensions["single_session"].store
+    seen = {}
+    after(
+        store,
+        "take",
+        lambda: seen.update(r=_in_thread(lambda: second.post("/logout-others"))),
+    )
+    first = browser.post("/logout-others")
+    assert first.status_code == 200
+    assert first.json["user"] == "alice"
+    assert cookie_names(seen["r"]) == []
+    assert browser.get("/me").json["user"] == "alice"
+    assert len(stored(raw_collection, user_id="alice")) == 1
+
+
+def test_deny_a_failed_login_again_keeps_the_session(raw_collection, faulty):
+    app = make_app(faulty, SINGLE_SESSION_ON_LIMIT="deny")
+    device = app.test_client()
+    device.post("/login/alice")
+    faulty.faults.plan("insert_one", transient())  # the new login's insert
+    assert device.post("/login/alice").status_code == 503
+    assert device.get("/me").json["user"] == "alice"
+    assert len(stored(raw_collection, user_id="alice")) == 1
+    assert app.test_client().post("/login/alice").status_code == 409
