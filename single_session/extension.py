@@ -31,6 +31,7 @@ from .exceptions import ConfigurationError
 from .exceptions import LoginDenied
 from .exceptions import SessionStoreUnavailable
 from .sessions import end_login
+from .sessions import is_moving
 from .sessions import LOGIN_KEYS
 from .sessions import Revocation
 from .sessions import ServerSession
@@ -364,8 +365,20 @@ class SingleSession:
         session = _current_session()
         current_key = session.key if session is not None else None
         infos = []
-        fields = ["handle", "created_at", "login_at", "seen_at", "device", "remember"]
-        for document in state.store.user_sessions(_user_id(user), state.now(), fields):
+        fields = [
+            "handle",
+            "created_at",
+            "login_at",
+            "seen_at",
+            "device",
+            "remember",
+            "moving",
+        ]
+        now = state.now()
+        for document in state.store.user_sessions(_user_id(user), now, fields):
+            if is_moving(document, now):
+                continue  # its successor, under a new id, is the device's
+
             device = document.get("device") or {}
             infos.append(
                 SessionInfo(

@@ -50,13 +50,17 @@ def bind(
     login_at: datetime | None = None,
     remember: dict[str, t.Any] | None = None,
     replaces: dict[str, t.Any] | None = None,
+    moving_id: str | None = None,
 ) -> bool:
     """Store ``session`` (which already holds Flask-Login's keys) under a new id,
     bound to ``user_id``, and apply the policy. Raises :exc:`LoginDenied`; the
     session then keeps its old id and the user's other sessions are untouched.
     ``replaces`` is the login the device's remember-me cookie holds, not
-    restored in this request: the new login ends it. Returns whether a replaced
-    login of the same user was revoked (or ended) while this one was admitted."""
+    restored in this request: the new login ends it. ``moving_id`` is a session
+    the caller is moving to this new one (a remember-me restore): the policy
+    does not count it. Returns whether a replaced
+    login of the same user was revoked (or had ended) by the time this one was
+    admitted."""
     store = state.store
     now = state.now()
     stored, entries = serialization.dump_data(session, state.max_size(), session.loaded)
@@ -74,15 +78,25 @@ def bind(
     # fails; the others go once it is in.
     replaced = [d for d in (session.document, replaces) if d is not None]
     taken = []
+    ended_meanwhile = False  # revoked or gone before it could be taken
     for d in replaced:
         if d.get("user_id") == user_id:
             moving = store.take(d["_id"], now)
-            if moving is not None:
+            if moving is None:
+                ended_meanwhile = True
+            else:
                 taken.append(moving)
     others = [d for d in replaced if d.get("user_id") != user_id]
 
     try:
-        sid = _admit(state, document, user_id, state.limit_for(user), now)
+        sid = _admit(
+            state,
+            document,
+            user_id,
+            state.limit_for(user),
+            now,
+            {d["_id"] for d in taken} | ({moving_id} if moving_id else set()),
+        )
     except BaseException as e:
         # Refused, or the database failed half-way: take back the new session
         # if it was stored, so that a failed login holds no place (or "deny"
@@ -95,12 +109,11 @@ def bind(
         for moving in taken:
             store.undo_take(moving, now)
         raise
-    revoked_meanwhile = False
     for moving in taken:
         try:
             finished = store.finish_move(moving["_id"], now)
-            revoked_meanwhile = revoked_meanwhile or (
-                finished is None or "revoked" in finished
+            ended_meanwhile = ended_meanwhile or (
+                finished is not None and "revoked" in finished
             )
         except SessionStoreUnavailable:
             logger.warning("single_session could not delete a replaced session")
@@ -122,7 +135,7 @@ def bind(
     session.loaded = entries
     session.mark_written()
     session.written_early = True
-    return revoked_meanwhile
+    return ended_meanwhile
 
 
 def _admit(
@@ -131,12 +144,18 @@ def _admit(
     user_id: str,
     limit: int | None,
     now: datetime,
+    replacing: set[str],
 ) -> str:
     store = state.store
     if limit is None or state.on_limit() == "evict":
         sid = insert_new(state, document)
         if limit is not None:
-            live = store.user_sessions(user_id, now, ["_id"])
+            # (Without the sessions this one replaces: they go once it is in.)
+            live = [
+                d
+                for d in store.user_sessions(user_id, now, ["_id"])
+                if d["_id"] not in replacing
+            ]
             victims = [d["_id"] for d in live[limit:]]
             if victims:
                 store.revoke(

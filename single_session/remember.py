@@ -184,6 +184,7 @@ def restore(
             user_id,
             login_at=aware(login_at) if isinstance(login_at, datetime) else None,
             remember=stored,
+            moving_id=taken["_id"],
         )
     except LoginDenied:
         store.finish_move(taken["_id"], now)
@@ -206,18 +207,14 @@ def restore(
         _undo_restore(state, session, taken, now)
         raise
     revocation = None if moved is None else revocation_from_document(moved)
-    if moved is None or revocation is not None:
+    if revocation is not None:
         # The user's sessions were revoked while this one moved (logout
-        # everywhere, a newer login), or the login ended (a logout in another
-        # tab): its successor goes the same way.
+        # everywhere, a newer login): its successor goes the same way.
         successor = session.key
         session.adopt(None, None, {})
         session.revocation = revocation
         _not_restored(session)
-        if revocation is None:
-            store.delete(successor)  # type: ignore[arg-type]
-        else:
-            store.revoke({"_id": successor, "user_id": user_id}, revocation.reason, now)
+        store.revoke({"_id": successor, "user_id": user_id}, revocation.reason, now)
         return
     # Its cookie goes out with the response from here on, even a 503: the
     # rotation is stored, and the old token would later look stolen.

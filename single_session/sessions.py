@@ -127,6 +127,9 @@ class ServerSession(CallbackDict, SessionMixin):  # type: ignore[type-arg]
         self.written_early = False
         #: The response's cookies are set: too late to restore a login.
         self.saved = False
+        #: Another request of this browser is giving the session a new id: this
+        #: one goes on anonymous, stores nothing and leaves the cookie alone.
+        self.frozen = False
 
     def __getitem__(self, key: str) -> t.Any:
         self.accessed = True
@@ -269,7 +272,9 @@ class ServerSessionInterface(SessionInterface):
             pass
         elif "_user_id" not in session:
             dict.__setitem__(session, "_remember", "clear")
-            session.remember_pending = session.unavailable is None
+            session.remember_pending = (
+                session.unavailable is None and not session.frozen
+            )
         elif not _is_own_remember_cookie(app, state, cookie):
             # Beside a login, this library's own cookie stays readable (for
             # login_remembered()); any other is blocked as well.
@@ -296,9 +301,11 @@ class ServerSessionInterface(SessionInterface):
             document = state.store.load(key, now, budget)
             if document is not None and is_moving(document, now):
                 # Another request of this browser is giving it a new id (a
-                # restore, logout_others): this one goes on anonymous and leaves
-                # the cookie to that request's response.
-                return self.session_class()
+                # restore, logout_others, a login): this one goes on anonymous,
+                # and leaves the cookie to that request's response.
+                session = self.session_class()
+                session.frozen = True
+                return session
             if document is None:
                 # Absent, expired or never ours: never adopt the id. An expired
                 # document that the TTL monitor has not removed yet goes now.
@@ -336,6 +343,8 @@ class ServerSessionInterface(SessionInterface):
         state = self.state
         if session.accessed:
             response.vary.add("Cookie")
+        if session.frozen:
+            return
         if session.unavailable is None:
             # The database work is done by now (see the module docstring); a
             # session changed after it, by an after_request function registered
@@ -506,7 +515,7 @@ def write_session(state: _State, session: ServerSession) -> None:
     """Bring the stored session in line with ``session``: insert it, update what
     changed, or delete it. Called once per request (again only if the session
     changed after that)."""
-    if session.unavailable is not None:
+    if session.unavailable is not None or session.frozen:
         return
     if session.written and session.changes == session.written_changes:
         if not (

@@ -374,12 +374,12 @@ class SessionStore:
     #
     # A session gets a new id (a remember-me restore, logout_others) in three
     # steps: take it (mark it "moving", with the time), store its successor,
-    # finish the move (delete it). While it moves it stays bound to its user,
-    # so a revocation of the user meanwhile still reaches it and finish_move
-    # reports it; and no other move can take it. Loads and the user's session
-    # list no longer see it, and under "deny" its place goes to its successor.
-    # A move abandoned half-way (a failure, a crash) can be taken again after
-    # MOVE_LEASE.
+    # finish the move (delete it). While it moves it stays bound to its user
+    # and counted by the policy of other logins, so a revocation of the user
+    # meanwhile still reaches it and finish_move reports it; and no other move
+    # can take it. Requests that load it go on anonymous, and under "deny" its
+    # place goes to its successor. A move abandoned half-way (a failure, a
+    # crash) can be taken again after MOVE_LEASE.
 
     def find_revoked_remembered(self, series: str) -> Document | None:
         """The tombstone of a remembered device, found by its series hash."""
@@ -397,7 +397,13 @@ class SessionStore:
         return self._take({"_id": key, "remember.token": token}, now)
 
     def _take(self, query: Document, now: datetime) -> Document | None:
-        query = {**query, "revoked": {"$exists": False}, "$or": _not_moving(now)}
+        # (Its own mark matches too, so that a retry after a lost reply finds
+        # the session this call already took.)
+        query = {
+            **query,
+            "revoked": {"$exists": False},
+            "$or": [*_not_moving(now), {"moving": now}],
+        }
         update = {"$set": {"moving": now}, "$unset": {"slot_key": ""}}
         document = self._call(
             lambda: self.collection.find_one_and_update(query, update), retry=True
@@ -424,12 +430,21 @@ class SessionStore:
             update["$set"] = {"slot_key": document["slot_key"]}
         query = {"_id": document["_id"], "moving": mark, "revoked": {"$exists": False}}
         try:
-            self._call(
-                lambda: self.collection.update_one(query, update),
-                retry=True,
-                timeout=self.timeout,
-            )
-        except (SessionStoreUnavailable, DuplicateKeyError):
+            try:
+                self._call(
+                    lambda: self.collection.update_one(query, update),
+                    retry=True,
+                    timeout=self.timeout,
+                )
+            except DuplicateKeyError:
+                # Its "deny" slot went to another login meanwhile: it cannot
+                # come back without one, so it ends.
+                self._call(
+                    lambda: self.collection.delete_one(query),
+                    retry=True,
+                    timeout=self.timeout,
+                )
+        except SessionStoreUnavailable:
             logger.warning("single_session could not put back a moving session")
 
     # -- remember me -------------------------------------------------------
@@ -450,11 +465,7 @@ class SessionStore:
         """The user's live sessions (a remembered device counts while its
         remember-me is valid), newest login first; only ``fields`` of them if
         given (the policy needs ids, not every session's data)."""
-        query = {
-            "user_id": user_id,
-            "purge_at": {"$gt": now},
-            "$or": _not_moving(now),
-        }
+        query = {"user_id": user_id, "purge_at": {"$gt": now}}
         order = [("login_at", pymongo.DESCENDING), ("_id", pymongo.DESCENDING)]
         projection = None if fields is None else dict.fromkeys(fields, 1)
         return self._call(

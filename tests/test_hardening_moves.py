@@ -12,6 +12,7 @@ from flask import Response
 from flask import stream_with_context
 from flask_login import current_user
 from flask_login import logout_user
+from pymongo.errors import AutoReconnect
 
 from conftest import make_app
 from conftest import stored
@@ -46,12 +47,20 @@ def after(store: t.Any, method: str, then: t.Callable[[], t.Any]) -> None:
     setattr(store, method, wrapped)
 
 
-def logged_out_everywhere(app: t.Any, user: str = "alice") -> t.Callable[[], None]:
-    def run() -> None:
+def logged_out_everywhere(app: t.Any, user: str = "alice") -> t.Callable[[], int]:
+    def run() -> int:
         with app.app_context():
-            logout_everywhere(user)
+            return logout_everywhere(user)
 
     return run
+
+
+def _in_thread(fn: t.Callable[[], t.Any]) -> t.Any:
+    out: dict[str, t.Any] = {}
+    thread = threading.Thread(target=lambda: out.update(result=fn()))
+    thread.start()
+    thread.join(10)
+    return out["result"]
 
 
 def cookie_names(response: t.Any) -> list[str]:
@@ -64,7 +73,7 @@ def test_a_failed_restore_puts_no_deny_slot_back_on_a_tombstone(raw_collection, 
     store = app.extensions["single_session"].store
 
     def revoke_then_fail() -> None:
-        logged_out_everywhere(app)()
+        _in_thread(logged_out_everywhere(app))
         faulty.faults.plan("insert_one", transient())  # the successor's insert
 
     after(store, "take_remembered", revoke_then_fail)
@@ -84,7 +93,7 @@ def test_a_restore_that_cannot_finish_lets_no_session_out(raw_collection, faulty
     store = app.extensions["single_session"].store
 
     def revoke_then_fail() -> None:
-        logged_out_everywhere(app)()
+        _in_thread(logged_out_everywhere(app))
         faulty.faults.plan("find_one_and_delete", transient(), transient())
 
     after(store, "take_remembered", revoke_then_fail)
@@ -143,13 +152,10 @@ def test_a_second_request_during_a_move_does_not_lose_the_session(raw_collection
     seen = {}
 
     def tab_visits_then_everyone_is_logged_out() -> None:
-        # From another thread, as a real second request (a request made in
-        # this one's thread would share its app context, and its user).
-        thread = threading.Thread(target=lambda: seen.update(tab=tab.get("/me").json))
-        thread.start()
-        thread.join(10)
-        with app.app_context():
-            seen["ended"] = logout_everywhere("alice")
+        # From other threads, as a real second request and a job (made in this
+        # request's thread, they would share its context, and its user).
+        seen["tab"] = _in_thread(lambda: tab.get("/me").json)
+        seen["ended"] = _in_thread(logged_out_everywhere(app))
 
     after(store, "take", tab_visits_then_everyone_is_logged_out)
     assert laptop.post("/logout-others").status_code == 200
@@ -225,14 +231,6 @@ def _with_logout_others(app: t.Any) -> t.Any:
     return app
 
 
-def _in_thread(fn: t.Callable[[], t.Any]) -> t.Any:
-    out: dict[str, t.Any] = {}
-    thread = threading.Thread(target=lambda: out.update(result=fn()))
-    thread.start()
-    thread.join(10)
-    return out["result"]
-
-
 def test_a_login_during_logout_others_still_evicts(raw_collection):
     app = _with_logout_others(make_app(raw_collection))
     laptop, phone = app.test_client(), app.test_client()
@@ -282,3 +280,89 @@ def test_deny_a_failed_login_again_keeps_the_session(raw_collection, faulty):
     assert device.get("/me").json["user"] == "alice"
     assert len(stored(raw_collection, user_id="alice")) == 1
     assert app.test_client().post("/login/alice").status_code == 409
+
+
+def test_logout_others_after_a_logout_everywhere_does_not_bring_it_back(raw_collection):
+    # logout_everywhere from the phone lands between logout_others' own
+    # revocation and the new id: the laptop must end signed out.
+    app = _with_logout_others(
+        make_app(raw_collection, SINGLE_SESSION_MAX_SESSIONS=None)
+    )
+    laptop = app.test_client()
+    laptop.post("/login/alice?remember=1")
+    store = app.extensions["single_session"].store
+    after(store, "revoke", lambda: _in_thread(logged_out_everywhere(app)))
+    response = laptop.post("/logout-others")
+    assert response.status_code == 200
+    assert response.json["user"] is None
+    assert stored(raw_collection, user_id="alice") == []
+    laptop.delete_cookie("session")
+    assert laptop.get("/me").json["user"] is None  # nor with its remember-me
+
+
+def test_a_failed_move_does_not_put_back_a_session_the_policy_ended(
+    raw_collection, faulty
+):
+    # The laptop logs in again; while its old session moves, the phone logs
+    # in (and, newest, evicts it); then the laptop's new login fails.
+    app = make_app(faulty)
+    laptop, phone = app.test_client(), app.test_client()
+    laptop.post("/login/alice")
+    store = app.extensions["single_session"].store
+
+    def phone_logs_in_then_the_database_fails() -> None:
+        assert _in_thread(lambda: phone.post("/login/alice").status_code) == 200
+        faulty.faults.plan("insert_one", transient())
+
+    after(store, "take", phone_logs_in_then_the_database_fails)
+    assert laptop.post("/login/alice").status_code == 503
+    assert len(stored(raw_collection, user_id="alice")) == 1
+    assert phone.get("/me").json["user"] == "alice"
+    assert laptop.get("/me").json["user"] is None
+
+
+def test_a_request_during_a_move_stores_nothing_and_sets_no_cookie(raw_collection):
+    app = make_app(raw_collection, SINGLE_SESSION_ON_LIMIT="deny")
+    browser = app.test_client()
+    browser.post("/login/alice")
+    other_tab = app.test_client()
+    other_tab.set_cookie("session", browser.get_cookie("session").value)
+    store = app.extensions["single_session"].store
+    seen = {}
+    after(
+        store,
+        "take",
+        lambda: seen.update(
+            r=_in_thread(lambda: other_tab.post("/set/csrf", json="t"))
+        ),
+    )
+    assert browser.post("/login/alice").status_code == 200  # logs in again
+    assert seen["r"].status_code == 200
+    assert cookie_names(seen["r"]) == []
+    assert len(stored(raw_collection)) == 1
+    assert browser.get("/me").json["user"] == "alice"
+
+
+def test_a_lost_reply_while_taking_a_session(raw_collection, faulty):
+    app = make_app(faulty)
+    clock = app.extensions["single_session"].clock
+    laptop = app.test_client()
+    laptop.post("/login/alice")
+    old_cookie = laptop.get_cookie("session").value
+    faulty.faults.plan("find_one_and_update", ("after", AutoReconnect("lost (test)")))
+    assert laptop.post("/login/alice").status_code == 200
+    clock.advance(minutes=10)  # past the lease of any move left half-way
+    copy = app.test_client()
+    copy.set_cookie("session", old_cookie)
+    assert copy.get("/me").json["user"] is None  # the old id stays ended
+    assert laptop.get("/me").json["user"] == "alice"
+    assert len(stored(raw_collection, user_id="alice")) == 1
+
+
+def test_a_lost_reply_while_finishing_a_restore(raw_collection, faulty):
+    app = make_app(faulty)
+    device = remembered(app)
+    faulty.faults.plan("find_one_and_delete", ("after", AutoReconnect("lost (test)")))
+    assert device.get("/me").json == {"user": "alice", "fresh": False}
+    assert device.get_cookie("remember_token") is not None
+    assert len(stored(raw_collection, user_id="alice")) == 1
