@@ -484,13 +484,21 @@ def _rotate(state: _State, session: ServerSession, user: t.Any) -> None:
             document["user_id"],
             login_at=login_at if isinstance(login_at, datetime) else None,
             remember=document.get("remember"),
+            rotating=True,
         )
     except LoginDenied:
         # Its place went to another login meanwhile (see the README).
         logout_user()
         return
     if revoked:
-        logout_user()  # ends the new session too
+        now = state.now()
+        current = state.store.load(document["_id"], now)
+        if current is not None and "revoked" not in current and is_moving(current, now):
+            # Another request of this browser is giving it a new id (a double
+            # click): that one's response carries the cookie; this one leaves it.
+            session.frozen = True
+            return
+        logout_user()  # revoked or ended meanwhile (the new session too)
 
 
 # -- request hooks ---------------------------------------------------------------

@@ -51,6 +51,7 @@ def bind(
     remember: dict[str, t.Any] | None = None,
     replaces: dict[str, t.Any] | None = None,
     moving_id: str | None = None,
+    rotating: bool = False,
 ) -> bool:
     """Store ``session`` (which already holds Flask-Login's keys) under a new id,
     bound to ``user_id``, and apply the policy. Raises :exc:`LoginDenied`; the
@@ -58,7 +59,9 @@ def bind(
     ``replaces`` is the login the device's remember-me cookie holds, not
     restored in this request: the new login ends it. ``moving_id`` is a session
     the caller is moving to this new one (a remember-me restore): the policy
-    does not count it. Returns whether a replaced
+    does not count it. With ``rotating`` (the same login under a new id, no
+    new sign-in), nothing is stored if the current session cannot be taken.
+    Returns whether a replaced
     login of the same user was revoked (or had ended) by the time this one was
     admitted."""
     store = state.store
@@ -87,6 +90,8 @@ def bind(
             else:
                 taken.append(moving)
     others = [d for d in replaced if d.get("user_id") != user_id]
+    if rotating and ended_meanwhile:
+        return True
 
     try:
         sid = _admit(

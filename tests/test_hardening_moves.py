@@ -366,3 +366,45 @@ def test_a_lost_reply_while_finishing_a_restore(raw_collection, faulty):
     assert device.get("/me").json == {"user": "alice", "fresh": False}
     assert device.get_cookie("remember_token") is not None
     assert len(stored(raw_collection, user_id="alice")) == 1
+
+
+def test_a_double_click_on_logout_others(raw_collection):
+    # Both requests loaded the session; the second one tries its move while the
+    # first one's is under way: it stores nothing and leaves the cookie alone.
+    app = _with_logout_others(make_app(raw_collection, SINGLE_SESSION_ON_LIMIT="deny"))
+    browser = app.test_client()
+    browser.post("/login/alice")
+    second = app.test_client()
+    second.set_cookie("session", browser.get_cookie("session").value)
+    store = app.extensions["single_session"].store
+    second_loaded, first_took = threading.Event(), threading.Event()
+    revoke, take = store.revoke, store.take
+
+    def paused_revoke(*args: t.Any, **kwargs: t.Any) -> t.Any:
+        result = revoke(*args, **kwargs)
+        if threading.current_thread().name == "second":
+            second_loaded.set()
+            assert first_took.wait(10)
+        return result
+
+    def paused_take(*args: t.Any, **kwargs: t.Any) -> t.Any:
+        result = take(*args, **kwargs)
+        if threading.current_thread().name != "second":
+            first_took.set()
+            thread.join(10)  # the second click runs its course meanwhile
+        return result
+
+    store.revoke, store.take = paused_revoke, paused_take
+    seen = {}
+    thread = threading.Thread(
+        target=lambda: seen.update(r=second.post("/logout-others")), name="second"
+    )
+    thread.start()
+    assert second_loaded.wait(10)
+    first = browser.post("/logout-others")
+    assert first.status_code == 200
+    assert first.json["user"] == "alice"
+    assert seen["r"].status_code == 200
+    assert cookie_names(seen["r"]) == []
+    assert browser.get("/me").json["user"] == "alice"
+    assert len(stored(raw_collection, user_id="alice")) == 1
