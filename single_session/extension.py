@@ -585,7 +585,9 @@ def _on_user_accessed(app: Flask, **extra: t.Any) -> None:
 
 def _on_user_logged_in(app: Flask, user: t.Any = None, **extra: t.Any) -> None:
     session = _current_session()
-    if session is None or session.binding:
+    if session is None or session.binding or session.frozen:
+        # (A frozen request, beside another request of the browser that is
+        # giving the session a new id, stores nothing: not a login either.)
         return
     state = get_state(app)
     user_id = session.get("_user_id")

@@ -25,6 +25,7 @@ from . import serialization
 from .exceptions import LoginDenied
 from .exceptions import SessionStoreUnavailable
 from .sessions import insert_new
+from .sessions import is_moving
 from .sessions import new_document
 from .sessions import ServerSession
 from .store import DuplicateKeyError
@@ -87,11 +88,21 @@ def bind(
             moving = store.take(d["_id"], now)
             if moving is None:
                 ended_meanwhile = True
+                current = store.load(d["_id"], now)
+                if current is not None and is_moving(current, now):
+                    # Another request of this browser is replacing it (a form
+                    # sent twice): that one stores the login and sets the
+                    # cookie; this one stores nothing.
+                    session.frozen = True
+                    return False
             else:
                 taken.append(moving)
     others = [d for d in replaced if d.get("user_id") != user_id]
     if rotating and ended_meanwhile:
         return True
+    if taken or moving_id:
+        # Lets the policy count the pair as one session while both exist.
+        document["moved_from"] = taken[0]["_id"] if taken else moving_id
 
     try:
         sid = _admit(
@@ -112,16 +123,24 @@ def bind(
             except SessionStoreUnavailable:
                 pass  # it expires on its own; nothing has its id
         for moving in taken:
-            store.undo_take(moving, now)
+            store.undo_take(moving)
         raise
-    for moving in taken:
-        try:
-            finished = store.finish_move(moving["_id"], now)
+    try:
+        for moving in taken:
+            finished = store.finish_move(moving)
             ended_meanwhile = ended_meanwhile or (
                 finished is not None and "revoked" in finished
             )
+    except SessionStoreUnavailable:
+        # The moves cannot be finished: undo the login rather than leave the
+        # replaced sessions to come back later beside it.
+        try:
+            store.delete(document["_id"], cleanup=True)
         except SessionStoreUnavailable:
-            logger.warning("single_session could not delete a replaced session")
+            pass  # nobody has its cookie; it expires on its own
+        for moving in taken:
+            store.undo_take(moving)
+        raise
     for other in others:
         try:
             store.delete(other["_id"])
@@ -156,11 +175,11 @@ def _admit(
         sid = insert_new(state, document)
         if limit is not None:
             # (Without the sessions this one replaces: they go once it is in.)
-            live = [
-                d
-                for d in store.user_sessions(user_id, now, ["_id"])
-                if d["_id"] not in replacing
-            ]
+            live = store.user_sessions(user_id, now, ["_id", "moved_from"])
+            # A session moving to a new id counts once: its successor, once it
+            # is stored, stands for it.
+            moved = {d.get("moved_from") for d in live}
+            live = [d for d in live if d["_id"] not in replacing | moved]
             victims = [d["_id"] for d in live[limit:]]
             if victims:
                 store.revoke(

@@ -187,7 +187,7 @@ def restore(
             moving_id=taken["_id"],
         )
     except LoginDenied:
-        store.finish_move(taken["_id"], now)
+        store.finish_move(taken)
         _not_restored(session)
         return
     except BaseException:
@@ -196,15 +196,15 @@ def restore(
         # that a failure does not cost the device its remember-me (the cookie
         # still holds the old token).
         _not_restored(session, keep_cookie=True)
-        store.undo_take(taken, now)
+        store.undo_take(taken)
         raise
     try:
-        moved = store.finish_move(taken["_id"], now)
+        moved = store.finish_move(taken)
     except SessionStoreUnavailable:
         # Whether the user was revoked meanwhile cannot be told: take the
         # successor back rather than let it out, and put the device's session
         # back (best effort; a move left half-way can be taken again later).
-        _undo_restore(state, session, taken, now)
+        _undo_restore(state, session, taken)
         raise
     revocation = None if moved is None else revocation_from_document(moved)
     if revocation is not None:
@@ -259,7 +259,7 @@ def _not_restored(session: ServerSession, *, keep_cookie: bool = False) -> None:
 
 
 def _undo_restore(
-    state: _State, session: ServerSession, taken: dict[str, t.Any], mark: datetime
+    state: _State, session: ServerSession, taken: dict[str, t.Any]
 ) -> None:
     successor = session.key
     session.adopt(None, None, {})
@@ -269,7 +269,7 @@ def _undo_restore(
             state.store.delete(successor, cleanup=True)
         except SessionStoreUnavailable:
             pass  # nobody has its cookie; it expires on its own
-    state.store.undo_take(taken, mark)
+    state.store.undo_take(taken)
 
 
 def update_cookie(

@@ -428,6 +428,9 @@ def _stale_session(budget: RequestBudget | None = None) -> ServerSession:
     return session
 
 
+#: Why the session of a login ended while another request moved it.
+LOGGED_OUT = "logged_out"
+
 #: The keys Flask-Login keeps in the session for a login.
 LOGIN_KEYS = ("_user_id", "_fresh", "_id", "_remember", "_remember_seconds")
 #: Keys that say how to keep a session, not what is in it.
@@ -610,7 +613,7 @@ def end_login(state: _State, session: ServerSession) -> None:
     document = session.document
     if document is None:
         return
-    state.store.delete(document["_id"])
+    state.store.end(document["_id"], state.now(), LOGGED_OUT)
     if document.get("remember"):
         session.remember_cookie = "delete"
     session.adopt(None, None, {})

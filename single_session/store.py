@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import secrets
 import threading
 import time
 import typing as t
@@ -387,8 +388,9 @@ class SessionStore:
         return self._call(lambda: self.collection.find_one(query), retry=True)
 
     def take(self, key: str, now: datetime) -> Document | None:
-        """Start moving a live session; returns it as it was, or ``None`` if it
-        is not live or already moving. ``now`` marks the move."""
+        """Start moving a live session; returns it as it was, with the move's
+        own id under ``"move_id"``, or ``None`` if it is not live or already
+        moving. ``now`` is when the move started."""
         return self._take({"_id": key}, now)
 
     def take_remembered(self, key: str, token: str, now: datetime) -> Document | None:
@@ -397,38 +399,47 @@ class SessionStore:
         return self._take({"_id": key, "remember.token": token}, now)
 
     def _take(self, query: Document, now: datetime) -> Document | None:
-        # (Its own mark matches too, so that a retry after a lost reply finds
-        # the session this call already took.)
+        move_id = secrets.token_hex(8)
+        # (Its own move id matches too, so that a retry after a lost reply
+        # finds the session this call already took.)
         query = {
             **query,
             "revoked": {"$exists": False},
-            "$or": [*_not_moving(now), {"moving": now}],
+            "$or": [*_not_moving(now), {"move_id": move_id}],
         }
-        update = {"$set": {"moving": now}, "$unset": {"slot_key": ""}}
+        update = {
+            "$set": {"moving": now, "move_id": move_id},
+            "$unset": {"slot_key": ""},
+        }
         document = self._call(
             lambda: self.collection.find_one_and_update(query, update), retry=True
         )
         if document is not None:
             document.pop("moving", None)  # an abandoned move's mark
+            document["move_id"] = move_id
         return document
 
-    def finish_move(self, key: str, mark: datetime) -> Document | None:
-        """Delete a session taken at ``mark``; returns what it was by then (a
-        tombstone if its user was revoked during the move), ``None`` if it is
-        gone."""
-        query = {"_id": key, "moving": mark}
+    def finish_move(self, taken: Document) -> Document | None:
+        """Delete a session :meth:`take` returned; returns what it was by then
+        (a tombstone if it was revoked or logged out during the move), ``None``
+        if it is gone."""
+        query = {"_id": taken["_id"], "move_id": taken["move_id"]}
         return self._call(
             lambda: self.collection.find_one_and_delete(query), retry=True
         )
 
-    def undo_take(self, document: Document, mark: datetime) -> None:
-        """Best effort, after a failure: make a session taken at ``mark`` live
-        again, unless it was revoked meanwhile (with a timeout of its own, the
-        request's budget being spent)."""
-        update: Document = {"$unset": {"moving": ""}}
-        if document.get("slot_key") is not None:
-            update["$set"] = {"slot_key": document["slot_key"]}
-        query = {"_id": document["_id"], "moving": mark, "revoked": {"$exists": False}}
+    def undo_take(self, taken: Document) -> None:
+        """Best effort, after a failure: make a session :meth:`take` returned
+        live again, unless it was revoked meanwhile (with a timeout of its own,
+        the request's budget being spent)."""
+        update: Document = {"$unset": {"moving": "", "move_id": ""}}
+        if taken.get("slot_key") is not None:
+            update["$set"] = {"slot_key": taken["slot_key"]}
+        query = {
+            "_id": taken["_id"],
+            "move_id": taken["move_id"],
+            "revoked": {"$exists": False},
+        }
         try:
             try:
                 self._call(
@@ -446,6 +457,15 @@ class SessionStore:
                 )
         except SessionStoreUnavailable:
             logger.warning("single_session could not put back a moving session")
+
+    def end(self, key: str, now: datetime, reason: str) -> None:
+        """End a login: delete its session; one that another request is moving
+        to a new id becomes a tombstone instead, so that the move ends its
+        successor too."""
+        query = {"_id": key, "moving": {"$exists": False}}
+        result = self._call(lambda: self.collection.delete_one(query), retry=True)
+        if result.deleted_count == 0:
+            self.revoke({"_id": key, "moving": {"$exists": True}}, reason, now)
 
     # -- remember me -------------------------------------------------------
 

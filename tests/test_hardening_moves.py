@@ -408,3 +408,143 @@ def test_a_double_click_on_logout_others(raw_collection):
     assert cookie_names(seen["r"]) == []
     assert browser.get("/me").json["user"] == "alice"
     assert len(stored(raw_collection, user_id="alice")) == 1
+
+
+def test_a_login_in_a_request_that_found_the_session_moving(raw_collection):
+    # The other tab sends the login form while this browser's session moves:
+    # that request stores nothing (the moving request's response carries the
+    # cookie), so no login is left that no browser holds.
+    app = _with_logout_others(make_app(raw_collection, SINGLE_SESSION_ON_LIMIT="deny"))
+    browser = app.test_client()
+    browser.post("/login/alice")
+    other_tab = app.test_client()
+    other_tab.set_cookie("session", browser.get_cookie("session").value)
+    store = app.extensions["single_session"].store
+    seen = {}
+    after(
+        store,
+        "take",
+        lambda: seen.update(r=_in_thread(lambda: other_tab.post("/login/alice"))),
+    )
+    assert browser.post("/logout-others").json["user"] == "alice"
+    assert cookie_names(seen["r"]) == []
+    assert len(stored(raw_collection, user_id="alice")) == 1
+    assert browser.get("/me").json["user"] == "alice"
+
+
+@pytest.mark.parametrize("move", ["restore", "logout_others"])
+def test_a_login_during_a_move_counts_the_pair_once(raw_collection, move):
+    # N = 2: the laptop's session and its successor both exist when the phone
+    # logs in; they count as one, so both devices stay.
+    app = _with_logout_others(make_app(raw_collection, SINGLE_SESSION_MAX_SESSIONS=2))
+    laptop, phone = app.test_client(), app.test_client()
+    laptop.post("/login/alice?remember=1")
+    store = app.extensions["single_session"].store
+    after(store, "insert", lambda: _in_thread(lambda: phone.post("/login/alice")))
+    if move == "restore":
+        laptop.delete_cookie("session")
+        assert laptop.get("/me").json["user"] == "alice"
+    else:
+        assert laptop.post("/logout-others").json["user"] == "alice"
+    assert laptop.get("/me").json["user"] == "alice"
+    assert phone.get("/me").json["user"] == "alice"
+    assert len(stored(raw_collection, user_id="alice")) == 2
+
+
+def test_a_login_again_that_cannot_finish_is_undone(raw_collection, faulty):
+    app = make_app(faulty)
+    clock = app.extensions["single_session"].clock
+    laptop = app.test_client()
+    laptop.post("/login/alice")
+    faulty.faults.plan("find_one_and_delete", transient(), transient())
+    assert laptop.post("/login/alice").status_code == 503
+    clock.advance(minutes=10)  # past the lease: nothing comes back beside it
+    assert laptop.get("/me").json["user"] == "alice"  # its session, put back
+    assert len(stored(raw_collection, user_id="alice")) == 1
+
+
+def test_a_logout_in_another_tab_during_logout_others_sticks(raw_collection):
+    app = _with_logout_others(make_app(raw_collection))
+    browser = app.test_client()
+    browser.post("/login/alice")
+    other_tab = app.test_client()
+    other_tab.set_cookie("session", browser.get_cookie("session").value)
+    store = app.extensions["single_session"].store
+    tab_loaded, first_took = threading.Event(), threading.Event()
+    load, take = store.load, store.take
+
+    def paused_load(*args: t.Any, **kwargs: t.Any) -> t.Any:
+        result = load(*args, **kwargs)
+        if threading.current_thread().name == "tab":
+            tab_loaded.set()
+            assert first_took.wait(10)
+        return result
+
+    def paused_take(*args: t.Any, **kwargs: t.Any) -> t.Any:
+        result = take(*args, **kwargs)
+        first_took.set()
+        thread.join(10)  # the other tab logs out meanwhile
+        return result
+
+    store.load, store.take = paused_load, paused_take
+    seen = {}
+    thread = threading.Thread(
+        target=lambda: seen.update(r=other_tab.post("/logout")), name="tab"
+    )
+    thread.start()
+    assert tab_loaded.wait(10)
+    store.load = load
+    response = browser.post("/logout-others")
+    assert seen["r"].status_code == 200
+    assert response.json["user"] is None
+    assert stored(raw_collection, user_id="alice") == []
+    assert browser.get("/me").json["user"] is None
+
+
+def test_a_login_form_sent_twice(raw_collection):
+    app = make_app(raw_collection, SINGLE_SESSION_ON_LIMIT="deny")
+    browser = app.test_client()
+    browser.post("/login/alice")
+    second = app.test_client()
+    second.set_cookie("session", browser.get_cookie("session").value)
+    store = app.extensions["single_session"].store
+    second_loaded, first_took = threading.Event(), threading.Event()
+    load, take = store.load, store.take
+
+    def paused_load(*args: t.Any, **kwargs: t.Any) -> t.Any:
+        result = load(*args, **kwargs)
+        if threading.current_thread().name == "second":
+            second_loaded.set()
+            assert first_took.wait(10)
+        return result
+
+    def paused_take(*args: t.Any, **kwargs: t.Any) -> t.Any:
+        result = take(*args, **kwargs)
+        if threading.current_thread().name != "second":
+            first_took.set()
+            thread.join(10)
+        return result
+
+    store.load, store.take = paused_load, paused_take
+    seen = {}
+    thread = threading.Thread(
+        target=lambda: seen.update(r=second.post("/login/alice")), name="second"
+    )
+    thread.start()
+    assert second_loaded.wait(10)
+    store.load = load
+    first = browser.post("/login/alice")
+    assert first.status_code == 200
+    assert cookie_names(seen["r"]) == []
+    assert browser.get("/me").json["user"] == "alice"
+    assert len(stored(raw_collection, user_id="alice")) == 1
+
+
+def test_two_moves_started_in_the_same_millisecond(raw_collection):
+    app = make_app(raw_collection)
+    app.test_client().post("/login/alice")
+    store = app.extensions["single_session"].store
+    (document,) = stored(raw_collection, user_id="alice")
+    now = app.extensions["single_session"].now()
+    assert store.take(document["_id"], now) is not None
+    assert store.take(document["_id"], now) is None
