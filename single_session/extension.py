@@ -56,6 +56,7 @@ DEFAULT_REVOKED_MESSAGES: dict[str, str] = {
         "You were signed out because your account signed in on another device."
     ),
     policy.LOGOUT_EVERYWHERE: "You were signed out on all devices.",
+    policy.LOGOUT_OTHERS: "This device was signed out from another of your devices.",
     policy.REVOKED: "This device was signed out from another device.",
     policy.REMEMBER_TOKEN_REUSED: (
         "You were signed out because your sign-in cookie was used on another device."
@@ -353,7 +354,7 @@ class SingleSession:
         keep = (
             session.key if session is not None and session.user_id == user_id else None
         )
-        count = policy.revoke_all(state, user_id, policy.LOGOUT_EVERYWHERE, keep=keep)
+        count = policy.revoke_all(state, user_id, policy.LOGOUT_OTHERS, keep=keep)
         if session is not None and keep is not None:
             _rotate(state, session, user)
         return count

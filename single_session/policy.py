@@ -38,6 +38,7 @@ logger = logging.getLogger("single_session")
 #: Revocation reasons.
 SIGNED_IN_ELSEWHERE = "signed_in_elsewhere"
 LOGOUT_EVERYWHERE = "logout_everywhere"
+LOGOUT_OTHERS = "logout_others"
 REVOKED = "revoked"
 REMEMBER_TOKEN_REUSED = "remember_token_reused"
 

@@ -48,8 +48,8 @@ logger = logging.getLogger("single_session")
 class Revocation:
     """Why and when the session this request's cookie named was revoked."""
 
-    #: ``"signed_in_elsewhere"``, ``"logout_everywhere"``, ``"revoked"`` or
-    #: ``"remember_token_reused"``.
+    #: ``"signed_in_elsewhere"``, ``"logout_everywhere"``, ``"logout_others"``,
+    #: ``"revoked"``, ``"remember_token_reused"`` or ``"logged_out"``.
     reason: str
     #: When it was revoked (aware, UTC).
     at: datetime

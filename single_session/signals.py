@@ -11,7 +11,8 @@ _signals = Namespace()
 #: :meth:`~single_session.SingleSession.revoke`). The sender is the app; the
 #: keyword arguments are ``handle`` (the revoked session's handle), ``user_id``
 #: (the user it belonged to), ``reason`` (``"signed_in_elsewhere"``,
-#: ``"logout_everywhere"``, ``"revoked"`` or ``"remember_token_reused"``) and
+#: ``"logout_everywhere"``, ``"logout_others"``, ``"revoked"``,
+#: ``"remember_token_reused"`` or ``"logged_out"``) and
 #: ``at`` (when it was revoked). The request continues with a fresh anonymous
 #: session.
 session_revoked = _signals.signal("session-revoked")

@@ -8,6 +8,7 @@ import threading
 import pytest
 from flask import get_flashed_messages
 from flask import session
+from flask_login import current_user
 
 import single_session
 from conftest import make_app
@@ -166,3 +167,26 @@ def test_revoked_cookie_costs_one_query_then_none(app, collection):
     collection.reset()
     phone.get("/me")
     assert collection.ops() == ["find_one"]
+
+
+def test_logout_others_reason_and_message(app):
+    revoked = Recorder(session_revoked, app)
+
+    @app.post("/logout-others")
+    def logout_others():
+        return {"ended": app.extensions["test_ext"].logout_others(current_user)}
+
+    @app.get("/login-page")
+    def login_page():
+        return {"flashed": get_flashed_messages()}
+
+    phone, laptop = app.test_client(), app.test_client()
+    app.config["SINGLE_SESSION_MAX_SESSIONS"] = None
+    phone.post("/login/alice")
+    laptop.post("/login/alice")
+    assert laptop.post("/logout-others").json == {"ended": 1}
+    assert phone.get("/login-page").json == {
+        "flashed": ["This device was signed out from another of your devices."]
+    }
+    assert [call["reason"] for call in revoked.calls] == ["logout_others"]
+    assert who(laptop) == "alice"
