@@ -179,8 +179,8 @@ def _admit(
             live = store.user_sessions(user_id, now, ["_id", "moved_from"])
             # A session moving to a new id counts once: its successor, once it
             # is stored, stands for it.
-            moved = {d.get("moved_from") for d in live}
-            live = [d for d in live if d["_id"] not in replacing | moved]
+            gone = replacing | {d.get("moved_from") for d in live}
+            live = [d for d in live if d["_id"] not in gone]
             victims = [d["_id"] for d in live[limit:]]
             if victims:
                 store.revoke(
