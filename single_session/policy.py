@@ -63,9 +63,8 @@ def bind(
     the caller is moving to this new one (a remember-me restore): the policy
     does not count it. With ``rotating`` (the same login under a new id, no
     new sign-in), nothing is stored if the current session cannot be taken.
-    Returns whether a replaced
-    login of the same user was revoked (or had ended) by the time this one was
-    admitted."""
+    Returns whether a replaced login of the same user was revoked (or had
+    ended) by the time this one was admitted."""
     store = state.store
     now = state.now()
     stored, entries = serialization.dump_data(session, state.max_size(), session.loaded)
