@@ -117,13 +117,12 @@ def bind(
         # Refused, or the database failed half-way: take back the new session
         # if it was stored, so that a failed login holds no place (or "deny"
         # slot), and put back what it was to replace.
-        if isinstance(e, SessionStoreUnavailable) and "_id" in document:
-            try:
-                store.delete(document["_id"], cleanup=True)
-            except SessionStoreUnavailable:
-                pass  # it expires on its own; nothing has its id
-        for moving in taken:
-            store.undo_take(moving)
+        stored_id = document.get("_id")
+        take_back(
+            state,
+            stored_id if isinstance(e, SessionStoreUnavailable) else None,
+            taken,
+        )
         raise
     try:
         for moving in taken:
@@ -134,12 +133,7 @@ def bind(
     except SessionStoreUnavailable:
         # The moves cannot be finished: undo the login rather than leave the
         # replaced sessions to come back later beside it.
-        try:
-            store.delete(document["_id"], cleanup=True)
-        except SessionStoreUnavailable:
-            pass  # nobody has its cookie; it expires on its own
-        for moving in taken:
-            store.undo_take(moving)
+        take_back(state, document["_id"], taken)
         raise
     for other in others:
         try:
@@ -160,6 +154,21 @@ def bind(
     session.mark_written()
     session.written_early = True
     return ended_meanwhile
+
+
+def take_back(
+    state: _State, stored_id: str | None, taken: list[dict[str, t.Any]]
+) -> None:
+    """After a failure: delete the new session ``stored_id`` if it was stored
+    (best effort: nobody has its cookie, and it expires on its own), and put
+    back the sessions ``taken`` to be moved to it."""
+    if stored_id is not None:
+        try:
+            state.store.delete(stored_id, cleanup=True)
+        except SessionStoreUnavailable:
+            pass
+    for moving in taken:
+        state.store.undo_take(moving)
 
 
 def _admit(

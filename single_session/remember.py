@@ -31,6 +31,7 @@ from .exceptions import LoginDenied
 from .exceptions import SessionStoreUnavailable
 from .policy import bind
 from .policy import REMEMBER_TOKEN_REUSED
+from .policy import take_back
 from .sessions import aware
 from .sessions import LOGIN_KEYS
 from .sessions import revocation_from_document
@@ -264,12 +265,7 @@ def _undo_restore(
     successor = session.key
     session.adopt(None, None, {})
     _not_restored(session, keep_cookie=True)
-    if successor is not None:
-        try:
-            state.store.delete(successor, cleanup=True)
-        except SessionStoreUnavailable:
-            pass  # nobody has its cookie; it expires on its own
-    state.store.undo_take(taken)
+    take_back(state, successor, [taken])
 
 
 def update_cookie(
