@@ -63,6 +63,40 @@ def _in_thread(fn: t.Callable[[], t.Any]) -> t.Any:
     return out["result"]
 
 
+def while_first_moves(
+    store: t.Any, after_method: str, second_request: t.Callable[[], t.Any]
+) -> dict[str, t.Any]:
+    """Two requests of one browser, interleaved: ``second_request`` runs in a
+    thread of its own and stops right after its ``store.<after_method>`` call
+    until the first request (made next, in this thread) has taken its session
+    to move it; that take then waits for the second request to run its course.
+    Returns a dict that holds the second request's response under ``"r"``."""
+    seen: dict[str, t.Any] = {}
+    second_paused, first_took = threading.Event(), threading.Event()
+    pause_point, take = getattr(store, after_method), store.take
+
+    def paused(*args: t.Any, **kwargs: t.Any) -> t.Any:
+        result = pause_point(*args, **kwargs)
+        if threading.current_thread() is thread and not second_paused.is_set():
+            second_paused.set()
+            assert first_took.wait(10)
+        return result
+
+    def first_take(*args: t.Any, **kwargs: t.Any) -> t.Any:
+        result = take(*args, **kwargs)
+        if threading.current_thread() is not thread and not first_took.is_set():
+            first_took.set()
+            thread.join(10)  # the second request runs its course meanwhile
+        return result
+
+    setattr(store, after_method, paused)
+    store.take = first_take
+    thread = threading.Thread(target=lambda: seen.update(r=second_request()))
+    thread.start()
+    assert second_paused.wait(10)
+    return seen
+
+
 def cookie_names(response: t.Any) -> list[str]:
     return sorted(h.split("=", 1)[0] for h in response.headers.getlist("Set-Cookie"))
 
@@ -377,30 +411,7 @@ def test_a_double_click_on_logout_others(raw_collection):
     second = app.test_client()
     second.set_cookie("session", browser.get_cookie("session").value)
     store = app.extensions["single_session"].store
-    second_loaded, first_took = threading.Event(), threading.Event()
-    revoke, take = store.revoke, store.take
-
-    def paused_revoke(*args: t.Any, **kwargs: t.Any) -> t.Any:
-        result = revoke(*args, **kwargs)
-        if threading.current_thread().name == "second":
-            second_loaded.set()
-            assert first_took.wait(10)
-        return result
-
-    def paused_take(*args: t.Any, **kwargs: t.Any) -> t.Any:
-        result = take(*args, **kwargs)
-        if threading.current_thread().name != "second":
-            first_took.set()
-            thread.join(10)  # the second click runs its course meanwhile
-        return result
-
-    store.revoke, store.take = paused_revoke, paused_take
-    seen = {}
-    thread = threading.Thread(
-        target=lambda: seen.update(r=second.post("/logout-others")), name="second"
-    )
-    thread.start()
-    assert second_loaded.wait(10)
+    seen = while_first_moves(store, "revoke", lambda: second.post("/logout-others"))
     first = browser.post("/logout-others")
     assert first.status_code == 200
     assert first.json["user"] == "alice"
@@ -470,30 +481,7 @@ def test_a_logout_in_another_tab_during_logout_others_sticks(raw_collection):
     other_tab = app.test_client()
     other_tab.set_cookie("session", browser.get_cookie("session").value)
     store = app.extensions["single_session"].store
-    tab_loaded, first_took = threading.Event(), threading.Event()
-    load, take = store.load, store.take
-
-    def paused_load(*args: t.Any, **kwargs: t.Any) -> t.Any:
-        result = load(*args, **kwargs)
-        if threading.current_thread().name == "tab":
-            tab_loaded.set()
-            assert first_took.wait(10)
-        return result
-
-    def paused_take(*args: t.Any, **kwargs: t.Any) -> t.Any:
-        result = take(*args, **kwargs)
-        first_took.set()
-        thread.join(10)  # the other tab logs out meanwhile
-        return result
-
-    store.load, store.take = paused_load, paused_take
-    seen = {}
-    thread = threading.Thread(
-        target=lambda: seen.update(r=other_tab.post("/logout")), name="tab"
-    )
-    thread.start()
-    assert tab_loaded.wait(10)
-    store.load = load
+    seen = while_first_moves(store, "load", lambda: other_tab.post("/logout"))
     response = browser.post("/logout-others")
     assert seen["r"].status_code == 200
     assert response.json["user"] is None
@@ -508,31 +496,7 @@ def test_a_login_form_sent_twice(raw_collection):
     second = app.test_client()
     second.set_cookie("session", browser.get_cookie("session").value)
     store = app.extensions["single_session"].store
-    second_loaded, first_took = threading.Event(), threading.Event()
-    load, take = store.load, store.take
-
-    def paused_load(*args: t.Any, **kwargs: t.Any) -> t.Any:
-        result = load(*args, **kwargs)
-        if threading.current_thread().name == "second":
-            second_loaded.set()
-            assert first_took.wait(10)
-        return result
-
-    def paused_take(*args: t.Any, **kwargs: t.Any) -> t.Any:
-        result = take(*args, **kwargs)
-        if threading.current_thread().name != "second":
-            first_took.set()
-            thread.join(10)
-        return result
-
-    store.load, store.take = paused_load, paused_take
-    seen = {}
-    thread = threading.Thread(
-        target=lambda: seen.update(r=second.post("/login/alice")), name="second"
-    )
-    thread.start()
-    assert second_loaded.wait(10)
-    store.load = load
+    seen = while_first_moves(store, "load", lambda: second.post("/login/alice"))
     first = browser.post("/login/alice")
     assert first.status_code == 200
     assert cookie_names(seen["r"]) == []
