@@ -59,6 +59,11 @@ class Revocation:
     handle: str | None
 
 
+def _on_update(session: ServerSession) -> None:
+    session.modified = True
+    session.accessed = True
+
+
 class ServerSession(CallbackDict, SessionMixin):  # type: ignore[type-arg]
     """A session whose contents live in MongoDB. It behaves as Flask's
     :class:`~flask.sessions.SecureCookieSession` does (``modified``,
@@ -83,53 +88,56 @@ class ServerSession(CallbackDict, SessionMixin):  # type: ignore[type-arg]
         if value:
             self.changes += 1
 
-    def __init__(self, initial: t.Mapping[str, t.Any] | None = None) -> None:
-        def on_update(self: ServerSession) -> None:
-            self.modified = True
-            self.accessed = True
+    # What the server knows about the session. The defaults live on the
+    # class (a session is made on every request that has a cookie); __init__
+    # sets only what each session needs its own copy of.
 
-        super().__init__(initial, on_update)
-        #: The session id (the secret in the cookie), or ``None`` while nothing
-        #: is stored for this session.
-        self.sid: str | None = None
-        #: The stored document, as loaded or last written.
-        self.document: dict[str, t.Any] | None = None
-        #: The stored form of each key (to send only what changed).
-        self.stored: dict[str, str] = {}
-        #: The texts already made of this session's values, key by key, so
-        #: that a write serialises only what may have changed.
-        self.loaded: serialization.Entries | None = None
-        #: Set when the request's cookie named a session that was revoked.
-        self.revocation: Revocation | None = None
-        #: Set when the database failed while this session was loaded or saved.
-        self.unavailable: SessionStoreUnavailable | None = None
-        #: The request came with a session cookie (ours or not).
-        self.had_cookie = False
-        #: The session id the request's cookie carried, and that cookie's value.
-        self.cookie: tuple[str, str] | None = None
-        #: The stored session was permanent when the request began.
-        self.was_permanent = False
-        #: The id changed in this request, so the cookie must be set.
-        self.sid_changed = False
-        #: What to do with the remember-me cookie: ``None``, ``"delete"`` or
-        #: ``("set", value, seconds)``.
-        self.remember_cookie: t.Any = None
-        #: The request carries a remember-me cookie that may restore a login.
-        self.remember_pending = False
-        #: The time this request's database calls have taken so far.
+    #: The session id (the secret in the cookie), or ``None`` while nothing
+    #: is stored for this session.
+    sid: str | None = None
+    #: The stored document, as loaded or last written.
+    document: dict[str, t.Any] | None = None
+    #: The stored form of each key (to send only what changed).
+    stored: dict[str, str]
+    #: The texts already made of this session's values, key by key, so that a
+    #: write serialises only what may have changed.
+    loaded: serialization.Entries | None = None
+    #: Set when the request's cookie named a session that was revoked.
+    revocation: Revocation | None = None
+    #: Set when the database failed while this session was loaded or saved.
+    unavailable: SessionStoreUnavailable | None = None
+    #: The request came with a session cookie (ours or not).
+    had_cookie = False
+    #: The session id the request's cookie carried, and that cookie's value.
+    cookie: tuple[str, str] | None = None
+    #: The stored session was permanent when the request began.
+    was_permanent = False
+    #: The id changed in this request, so the cookie must be set.
+    sid_changed = False
+    #: What to do with the remember-me cookie: ``None``, ``"delete"`` or
+    #: ``("set", value, seconds)``.
+    remember_cookie: t.Any = None
+    #: The request carries a remember-me cookie that may restore a login.
+    remember_pending = False
+    #: The time this request's database calls have taken so far.
+    budget: RequestBudget
+    #: A login is being bound by the extension itself (not by the app).
+    binding = False
+    written = False
+    written_changes = 0
+    #: Written in the middle of the request (a login): the end of the request
+    #: compares it whole, as Flask saves a modified session whole.
+    written_early = False
+    #: The response's cookies are set: too late to restore a login.
+    saved = False
+    #: Another request of this browser is giving the session a new id: this
+    #: one goes on anonymous, stores nothing and leaves the cookie alone.
+    frozen = False
+
+    def __init__(self, initial: t.Mapping[str, t.Any] | None = None) -> None:
+        super().__init__(initial, _on_update)
+        self.stored = {}
         self.budget = RequestBudget()
-        #: A login is being bound by the extension itself (not by the app).
-        self.binding = False
-        self.written = False
-        self.written_changes = 0
-        #: Written in the middle of the request (a login): the end of the
-        #: request compares it whole, as Flask saves a modified session whole.
-        self.written_early = False
-        #: The response's cookies are set: too late to restore a login.
-        self.saved = False
-        #: Another request of this browser is giving the session a new id: this
-        #: one goes on anonymous, stores nothing and leaves the cookie alone.
-        self.frozen = False
 
     def __getitem__(self, key: str) -> t.Any:
         self.accessed = True
@@ -340,21 +348,28 @@ class ServerSessionInterface(SessionInterface):
     ) -> None:
         assert isinstance(session, ServerSession)
         session.saved = True
-        state = self.state
-        if session.accessed:
-            response.vary.add("Cookie")
+        if not self._set_or_delete_cookie(app, session, response):
+            if session.accessed:
+                response.vary.add("Cookie")
+
+    def _set_or_delete_cookie(
+        self, app: Flask, session: ServerSession, response: Response
+    ) -> bool:
+        """Set or delete the session cookie if it must change; returns whether
+        it did (the response then varies by cookie)."""
         if session.frozen:
-            return
+            return False
+        state = self.state
         if session.unavailable is None:
             # The database work is done by now (see the module docstring); a
             # session changed after it, by an after_request function registered
             # even later, is written here.
             state.persist(session)
         elif not session.stored_anew:
-            return  # the database failed: leave the cookie as it is
+            return False  # the database failed: leave the cookie as it is
         if session.sid is None:
             if not session.had_cookie:
-                return  # no cookie, and none to delete
+                return False  # no cookie, and none to delete
             signer = value = None
         else:
             signer = state.session_signer.get(app)
@@ -367,7 +382,7 @@ class ServerSessionInterface(SessionInterface):
                 # send. Flask's cookie session sets its cookie again when the
                 # session changes because the contents are in it; here they are
                 # not, so a browser-session cookie with the same value stands.
-                return
+                return False
         name = self.get_cookie_name(app)
         attributes: dict[str, t.Any] = {
             "domain": self.get_cookie_domain(app),
@@ -389,7 +404,9 @@ class ServerSessionInterface(SessionInterface):
                 expires=self.get_expiration_time(app, session),
                 **attributes,
             )
+        # (Once: each change of response.vary parses and rewrites the header.)
         response.vary.add("Cookie")
+        return True
 
     @staticmethod
     def _reusable_value(session: ServerSession, signer: IdSigner | None) -> str | None:
