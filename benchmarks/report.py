@@ -16,10 +16,11 @@ a real server, where a query on an indexed field costs one network round trip
 and an index lookup. What carries over to MongoDB unchanged is the first table:
 the number and kind of operations per request (each one is a round trip) and
 their shape (every filter single_session sends has an equality on an indexed
-field; `tests/test_query_shapes.py` checks this on every code path). The "outside
-the store" table leaves mongomock out: it is the cost of each library's own code
-plus Flask, Flask-Login and the test client (the same for every backend). Set
-`MONGODB_URI` to run the same benchmark against a real server."""
+field; the test suite checks this after every test, on every call the library
+made). The "outside the store" table leaves mongomock out: it is the cost of each
+library's own code plus Flask, Flask-Login and the test client (the same for
+every backend). Set `MONGODB_URI` to run the same benchmark against a real
+server."""
 
 NOTES = """\
 Notes on the comparison. Flask-Session 0.8 runs with its defaults: its cookie

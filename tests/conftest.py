@@ -30,8 +30,11 @@ from flask_login import logout_user
 from flask_login import UserMixin
 
 from faults import METHODS
+from indexes import QueryRecorder
+from indexes import unserved
 from single_session import LoginDenied
 from single_session import SingleSession
+from single_session.store import SessionStore
 
 MONGODB_URI = os.environ.get("SINGLE_SESSION_TEST_MONGODB_URI")
 
@@ -57,6 +60,31 @@ class Recorder:
 
     def disconnect(self) -> None:
         self._signal.disconnect(self._receive)
+
+
+@pytest.fixture(autouse=True)
+def every_query_is_indexed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> t.Iterator[list[tuple[str, t.Any]]]:
+    """Every filter the library sends is served by one of its indexes, on every
+    code path the test suite exercises (issue 6): each store a test builds talks
+    to its collection through a recorder, and after the test every call the
+    library made is checked (see ``indexes.py``)."""
+    calls: list[tuple[str, t.Any]] = []
+    init = SessionStore.__init__
+
+    def recording_init(
+        self: SessionStore,
+        connect: t.Callable[[], t.Any],
+        *args: t.Any,
+        **kwargs: t.Any,
+    ) -> None:
+        init(self, lambda: QueryRecorder(connect(), calls), *args, **kwargs)
+
+    monkeypatch.setattr(SessionStore, "__init__", recording_init)
+    yield calls
+    bad = unserved(calls)
+    assert not bad, f"the library sent queries no index of its own serves: {bad}"
 
 
 class CountingCollection:

@@ -17,6 +17,7 @@ import pytest
 from conftest import make_app
 from faults import closed_port
 from single_session import SessionStoreUnavailable
+from single_session.store import SessionStore
 
 KEY = "0" * 64
 
@@ -63,11 +64,11 @@ def uri_app():
 
 def use(collection_or_store):
     try:
-        if isinstance(collection_or_store, pymongo.collection.Collection):
+        if isinstance(collection_or_store, SessionStore):
+            collection_or_store.load(KEY, datetime.now(timezone.utc))
+        else:
             with pymongo.timeout(0.2):
                 collection_or_store.find_one({})
-        else:
-            collection_or_store.load(KEY, datetime.now(timezone.utc))
     except (SessionStoreUnavailable, pymongo.errors.PyMongoError):
         pass  # nothing listens there; what matters is the client was used
 

@@ -4,11 +4,11 @@ issue 6's targets).
 
 Each code path below runs on a counting collection; every filter it records must
 have an equality (or ``$in``) on ``_id`` or on the first field of one of the
-indexes in :data:`single_session.store.INDEXES` (``user_id``,
-``remember.series``, ``slot_key``), so that MongoDB finds the documents through
-an index whatever the collection's size. A test also checks that the paths call
-every method of :class:`~single_session.store.SessionStore` that sends a query:
-a new store method needs a path here.
+indexes in :data:`single_session.store.INDEXES` (see ``indexes.py`` for the
+check). A test also checks that the paths call every method of
+:class:`~single_session.store.SessionStore` that sends a query: a new store
+method needs a path here. Beyond these paths, ``conftest.py`` runs the same check
+after every test of the suite, on every call the library made in it.
 
 One exemption: ``flask single-session stats`` counts the whole collection
 (``count_documents`` over all sessions, all bound ones, all tombstones). It is an
@@ -36,43 +36,15 @@ from conftest import make_app
 from conftest import stored
 from faults import Faults
 from faults import FaultyCollection
+from indexes import INDEXED_FIELDS
+from indexes import SENDS
+from indexes import served_by_index
+from indexes import SETUP
+from indexes import unserved
 from single_session import logout_everywhere
 from single_session import SessionStoreUnavailable
-from single_session.store import INDEXES
 from single_session.store import SessionStore
-from single_session.store import SLOT_INDEX
 
-#: Every collection method that sends something to the server; the paths must
-#: use only those whose filters the checks below understand.
-ALL_METHODS = CountingCollection.COUNTED | {
-    "aggregate",
-    "bulk_write",
-    "distinct",
-    "estimated_document_count",
-    "find_one_and_replace",
-    "insert_many",
-    "replace_one",
-    "watch",
-}
-#: Methods whose first argument is a filter.
-FILTERED = {
-    "count_documents",
-    "delete_many",
-    "delete_one",
-    "find",
-    "find_one",
-    "find_one_and_delete",
-    "find_one_and_update",
-    "update_many",
-    "update_one",
-}
-#: Fields with an index whose first key they are (the TTL index on
-#: ``purge_at`` only deletes; no query is meant to be served by it).
-INDEXED_FIELDS = {"_id"} | {
-    keys[0][0]
-    for _, keys, options in [*INDEXES, SLOT_INDEX]
-    if "expireAfterSeconds" not in options
-}
 #: The store methods that send a query (the rest is plumbing).
 STORE_QUERIES = {
     name
@@ -87,7 +59,8 @@ STATS_COUNTS = ("counts",)
 def count_every_method(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make the counting collection record every method that reaches the server,
     not only the ones the library is known to use."""
-    monkeypatch.setattr(CountingCollection, "COUNTED", ALL_METHODS)
+    # (The index check is set-up, made once per process: not counted.)
+    monkeypatch.setattr(CountingCollection, "COUNTED", SENDS - {"index_information"})
 
 
 @pytest.fixture
@@ -115,30 +88,6 @@ def test_the_indexed_fields_are_the_documented_ones() -> None:
     assert INDEXED_FIELDS == {"_id", "user_id", "remember.series", "slot_key"}
 
 
-# -- what "served by an index" means ------------------------------------------
-
-
-def _is_equality(value: t.Any) -> bool:
-    if isinstance(value, dict) and any(str(k).startswith("$") for k in value):
-        return set(value) <= {"$eq", "$in"}
-    return True
-
-
-def served_by_index(query: t.Any) -> bool:
-    """Whether MongoDB can find the documents ``query`` matches through an index
-    the library creates: an equality or ``$in`` on an indexed field, at the top
-    level, in one clause of an ``$and``, or in every branch of an ``$or``."""
-    if not isinstance(query, dict):
-        return False
-    for field, value in query.items():
-        if field in INDEXED_FIELDS and _is_equality(value):
-            return True
-    if any(served_by_index(clause) for clause in query.get("$and", [])):
-        return True
-    branches = query.get("$or")
-    return bool(branches) and all(served_by_index(b) for b in branches)
-
-
 def test_the_check_itself() -> None:
     assert served_by_index({"_id": "k", "$or": [{"revoked": {"$exists": True}}]})
     assert served_by_index({"user_id": "alice", "_id": {"$ne": "k"}})
@@ -150,21 +99,6 @@ def test_the_check_itself() -> None:
     assert not served_by_index({"user_id": {"$exists": True}})
     assert not served_by_index({"handle": "h", "purge_at": {"$gt": 0}})
     assert not served_by_index({"$or": [{"_id": "a"}, {"handle": "h"}]})
-
-
-def unserved(log: list[tuple[str, t.Any]]) -> list[tuple[str, t.Any]]:
-    """The calls in ``log`` that are not served by an index."""
-    bad = []
-    for method, first in log:
-        if method == "create_index":
-            continue
-        if method == "insert_one":
-            # An insert is checked against the unique indexes by _id and by key.
-            if not (isinstance(first, dict) and "_id" in first):
-                bad.append((method, first))
-        elif method not in FILTERED or not served_by_index(first):
-            bad.append((method, first))
-    return bad
 
 
 # -- the code paths -----------------------------------------------------------
@@ -446,6 +380,30 @@ def test_stats_is_the_only_exemption(
         "count_documents",
         "estimated_document_count",
     }
+
+
+def test_the_suite_wide_check_sees_every_library_call_but_the_stats_counts(
+    collection: CountingCollection, every_query_is_indexed: list[tuple[str, t.Any]]
+) -> None:
+    app = _app(collection)
+    app.test_client().post("/login/alice")
+    client = app.test_client()
+    client.post("/login/alice")  # evicts the first device
+    client.post("/set/cart", json=[1])
+    client.post("/logout")
+    recorded = [m for m, _ in every_query_is_indexed if m not in SETUP]
+    assert recorded == collection.ops(), "the recorder missed a call"
+    assert {"insert_one", "find", "update_many", "delete_one"} <= set(recorded)
+    assert unserved(every_query_is_indexed) == []
+
+    every_query_is_indexed.clear()
+    result = app.test_cli_runner().invoke(args=["single-session", "stats"])
+    assert result.exit_code == 0, result.output
+    assert every_query_is_indexed == []  # exempt (see the module docstring)
+
+    # What a test sends itself is not the library's: not recorded.
+    collection.find_one({"handle": "not indexed"})
+    assert every_query_is_indexed == []
 
 
 # -- how many operations ------------------------------------------------------
