@@ -62,14 +62,11 @@ class Recorder:
         self._signal.disconnect(self._receive)
 
 
-@pytest.fixture(autouse=True)
-def every_query_is_indexed(
-    monkeypatch: pytest.MonkeyPatch,
-) -> t.Iterator[list[tuple[str, t.Any]]]:
-    """Every filter the library sends is served by one of its indexes, on every
-    code path the test suite exercises (issue 6): each store a test builds talks
-    to its collection through a recorder, and after the test every call the
-    library made is checked (see ``indexes.py``)."""
+@pytest.fixture(scope="session", autouse=True)
+def library_calls() -> t.Iterator[list[tuple[str, t.Any]]]:
+    """Every call the library makes to its collection, in any test or fixture of
+    this process (a store built by a module-scoped fixture too): each store talks
+    to its collection through a recorder (see ``indexes.py``)."""
     calls: list[tuple[str, t.Any]] = []
     init = SessionStore.__init__
 
@@ -81,9 +78,28 @@ def every_query_is_indexed(
     ) -> None:
         init(self, lambda: QueryRecorder(connect(), calls), *args, **kwargs)
 
-    monkeypatch.setattr(SessionStore, "__init__", recording_init)
-    yield calls
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(SessionStore, "__init__", recording_init)
+        yield calls
+    # What fixtures torn down after the last test sent.
+    _assert_indexed(calls)
+
+
+@pytest.fixture(autouse=True)
+def every_query_is_indexed(
+    library_calls: list[tuple[str, t.Any]],
+) -> t.Iterator[list[tuple[str, t.Any]]]:
+    """Every filter the library sends is served by one of its indexes, on every
+    code path the test suite exercises (issue 6): after each test, the calls
+    made since the previous check (by the test and by the fixtures set up for
+    it) are checked."""
+    yield library_calls
+    _assert_indexed(library_calls)
+
+
+def _assert_indexed(calls: list[tuple[str, t.Any]]) -> None:
     bad = unserved(calls)
+    calls.clear()
     assert not bad, f"the library sent queries no index of its own serves: {bad}"
 
 
