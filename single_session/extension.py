@@ -236,8 +236,9 @@ class SingleSession:
           written back (last seen, idle expiry) at most this often.
         - ``SINGLE_SESSION_ABSOLUTE_LIFETIME`` [None]: a session ends this long
           after it was created, however active.
-        - ``SINGLE_SESSION_TIMEOUT`` [3 s]: the most the database calls of one
-          request may take together (and any call outside a request).
+        - ``SINGLE_SESSION_TIMEOUT`` [3 s]: how long the database calls of one
+          request may take together (a call outside a request, or a clean-up
+          after a failure, gets as long on its own).
         - ``SINGLE_SESSION_MAX_SIZE`` [65536]: bytes of stored session data.
         - ``SINGLE_SESSION_RECORD_DEVICE`` [True]: store ip and User-Agent.
         - ``SINGLE_SESSION_REVOKED_MESSAGE`` [per-reason messages]: flashed

@@ -133,6 +133,10 @@ class ServerSession(CallbackDict, SessionMixin):  # type: ignore[type-arg]
     #: Another request of this browser is giving the session a new id: this
     #: one goes on anonymous, stores nothing and leaves the cookie alone.
     frozen = False
+    #: The stored session was revoked, logged out or expired while this
+    #: request ran: the request stores nothing more and leaves the cookies as
+    #: they are (expiry included), so that the device's next request is told why.
+    gone_meanwhile = False
 
     def __init__(self, initial: t.Mapping[str, t.Any] | None = None) -> None:
         super().__init__(initial, _on_update)
@@ -348,16 +352,18 @@ class ServerSessionInterface(SessionInterface):
     ) -> None:
         assert isinstance(session, ServerSession)
         session.saved = True
-        if not self._set_or_delete_cookie(app, session, response):
-            if session.accessed:
-                response.vary.add("Cookie")
+        # Read first: the cookie logic reads session.permanent, which marks the
+        # session accessed.
+        accessed = session.accessed
+        if not self._set_or_delete_cookie(app, session, response) and accessed:
+            response.vary.add("Cookie")
 
     def _set_or_delete_cookie(
         self, app: Flask, session: ServerSession, response: Response
     ) -> bool:
         """Set or delete the session cookie if it must change; returns whether
         it did (the response then varies by cookie)."""
-        if session.frozen:
+        if session.frozen or session.gone_meanwhile:
             return False
         state = self.state
         if session.unavailable is None:
@@ -535,7 +541,7 @@ def write_session(state: _State, session: ServerSession) -> None:
     """Bring the stored session in line with ``session``: insert it, update what
     changed, or delete it. Called once per request (again only if the session
     changed after that)."""
-    if session.unavailable is not None or session.frozen:
+    if session.unavailable is not None or session.frozen or session.gone_meanwhile:
         return
     if session.written and session.changes == session.written_changes:
         if not (
@@ -621,6 +627,7 @@ def write_session(state: _State, session: ServerSession) -> None:
         dict.clear(session)
         session.document = None
         session.stored = {}
+        session.gone_meanwhile = True
     session.mark_written()
 
 
@@ -630,7 +637,7 @@ def end_login(state: _State, session: ServerSession) -> None:
     document = session.document
     if document is None:
         return
-    state.store.end(document["_id"], state.now(), LOGGED_OUT)
+    state.store.end(document["_id"], document["user_id"], state.now(), LOGGED_OUT)
     if document.get("remember"):
         session.remember_cookie = "delete"
     session.adopt(None, None, {})

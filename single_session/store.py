@@ -458,14 +458,15 @@ class SessionStore:
         except SessionStoreUnavailable:
             logger.warning("single_session could not put back a moving session")
 
-    def end(self, key: str, now: datetime, reason: str) -> None:
-        """End a login: delete its session; one that another request is moving
-        to a new id becomes a tombstone instead, so that the move ends its
-        successor too."""
+    def end(self, key: str, user_id: str, now: datetime, reason: str) -> None:
+        """End the login of ``user_id``: delete its session; one that another
+        request is moving to a new id becomes a tombstone instead, so that the
+        move ends its successor too."""
         query = {"_id": key, "moving": {"$exists": False}}
         result = self._call(lambda: self.collection.delete_one(query), retry=True)
         if result.deleted_count == 0:
-            self.revoke({"_id": key, "moving": {"$exists": True}}, reason, now)
+            moving = {"_id": key, "user_id": user_id, "moving": {"$exists": True}}
+            self.revoke(moving, reason, now)
 
     # -- remember me -------------------------------------------------------
 

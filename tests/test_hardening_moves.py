@@ -481,12 +481,24 @@ def test_a_logout_in_another_tab_during_logout_others_sticks(raw_collection):
     other_tab = app.test_client()
     other_tab.set_cookie("session", browser.get_cookie("session").value)
     store = app.extensions["single_session"].store
+    finished = []
+    finish_move = store.finish_move
+
+    def recording_finish_move(taken: t.Any) -> t.Any:
+        finished.append(finish_move(taken))
+        return finished[-1]
+
+    store.finish_move = recording_finish_move
     seen = while_first_moves(store, "load", lambda: other_tab.post("/logout"))
     response = browser.post("/logout-others")
     assert seen["r"].status_code == 200
     assert response.json["user"] is None
     assert stored(raw_collection, user_id="alice") == []
     assert browser.get("/me").json["user"] is None
+    # The logout left a tombstone on the moving session: why, and whose.
+    (tombstone,) = finished
+    assert tombstone["revoked"]["reason"] == "logged_out"
+    assert tombstone["revoked"]["user_id"] == "alice"
 
 
 def test_a_login_form_sent_twice(raw_collection):

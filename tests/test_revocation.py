@@ -103,13 +103,19 @@ def test_logout_everywhere_reason(app):
     assert revoked.calls[0]["reason"] == "logout_everywhere"
 
 
+@pytest.mark.parametrize("permanent", [False, True])
 @pytest.mark.parametrize("late", ["write", "touch"])
 def test_in_flight_request_does_not_bring_a_revoked_session_back(
-    app, collection, clock, late
+    app, collection, clock, late, permanent
 ):
     revoked = Recorder(session_revoked, app)
     entered = threading.Event()
     release = threading.Event()
+
+    @app.post("/permanent")
+    def make_permanent():
+        session.permanent = True
+        return "ok"
 
     @app.post("/slow")
     def slow_request():
@@ -127,6 +133,9 @@ def test_in_flight_request_does_not_bring_a_revoked_session_back(
 
     phone, laptop = app.test_client(), app.test_client()
     phone.post("/login/alice")
+    if permanent:
+        phone.post("/permanent")
+        assert phone.get_cookie("session").expires is not None
     if late == "touch":
         clock.advance(seconds=61)  # the slow request's touch is due
     result = {}
@@ -142,8 +151,10 @@ def test_in_flight_request_does_not_bring_a_revoked_session_back(
     thread.join(10)
     response = result["response"]
     assert response.status_code == 200
-    # Its cookie is left alone, so that its next request is told why.
+    # Its cookie is left alone (a permanent one keeps its expiry, so a browser
+    # closed meanwhile keeps it), so that its next request is told why.
     assert not response.headers.getlist("Set-Cookie")
+    assert (phone.get_cookie("session").expires is not None) == permanent
     told = phone.get("/login-page").json
     assert told["reason"] == "signed_in_elsewhere"
     assert len(told["flashed"]) == 1

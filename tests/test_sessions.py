@@ -7,6 +7,7 @@ import hashlib
 from datetime import timedelta
 
 import pytest
+from flask import Flask
 from flask import request
 from flask import session
 from flask_login import login_user
@@ -181,6 +182,44 @@ def test_vary_cookie_follows_flasks_rules(collection):
     for path in ("/untouched", "/get/x", "/me"):
         assert vary(ours, path) == vary(flasks, path), path
     assert vary(ours, "/get/x")
+
+
+@pytest.mark.parametrize("permanent", [False, True])
+def test_vary_cookie_without_flask_login_is_flasks(collection, permanent):
+    # Without Flask-Login nothing reads the session behind the app's back: a
+    # response that never touched it must not vary on Cookie, as with Flask's
+    # cookie session, and one that read it must.
+    def bare(ours):
+        app = Flask(__name__)
+        app.config["SECRET_KEY"] = "test"
+        if ours:
+            SingleSession(app, collection=collection)
+
+        @app.post("/set")
+        def set_value():
+            session.permanent = permanent
+            session["x"] = 1
+            return "ok"
+
+        @app.get("/untouched")
+        def untouched():
+            return "x"
+
+        @app.get("/read")
+        def read():
+            return str(session.get("x"))
+
+        return app
+
+    def vary(app, path):
+        client = app.test_client()
+        client.post("/set")
+        return "Cookie" in client.get(path).headers.get("Vary", "")
+
+    # (A permanent session's cookie is set again on every request, to move its
+    # expiry: that response varies on Cookie too.)
+    for path, expected in (("/untouched", permanent), ("/read", True)):
+        assert vary(bare(True), path) == vary(bare(False), path) == expected, path
 
 
 def test_permanent_session_cookie_expiry_and_refresh(collection):
