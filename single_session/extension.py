@@ -284,6 +284,7 @@ class SingleSession:
         # First of all before_request functions, last of all after_request ones.
         app.before_request_funcs.setdefault(None, []).insert(0, _before_request)
         app.after_request_funcs.setdefault(None, []).insert(0, _after_request)
+        app.teardown_request_funcs.setdefault(None, []).append(_teardown_request)
         user_accessed.connect(_on_user_accessed, app)
         user_logged_in.connect(_on_user_logged_in, app)
         user_loaded_from_cookie.connect(_on_user_logged_in, app)
@@ -472,7 +473,9 @@ def _rotate(state: _State, session: ServerSession, user: t.Any) -> None:
     this device would (keeping its login time and remember-me), through the
     policy. If it was revoked or ended meanwhile, this request is logged out."""
     document = session.document
-    if document is None:
+    if document is None or session.saved:
+        # (In a streamed body the response's cookies are out: the session
+        # keeps its id, and only the others end.)
         return
     if isinstance(user, str):  # an id: the policy may need the user object
         user = state.load_user(user)
@@ -562,6 +565,27 @@ def _after_request(response: Response) -> Response:
     return response
 
 
+def _teardown_request(error: BaseException | None) -> None:
+    """Take back a session stored under a new id in this request (a login, a
+    remember-me restore, a first write) whose cookie never went out: the request
+    failed before its response's cookies were set (a 500, an exception
+    propagated in debug or testing). No device holds it, and a login would
+    otherwise hold a place under the policy (under "deny", the user's only one)
+    until it expires."""
+    current = _current()
+    if current is None:
+        return
+    app, session = current
+    if session.saved or not session.stored_anew:
+        return
+    key = session.key
+    assert key is not None  # stored_anew
+    try:
+        get_state(app).store.delete(key, cleanup=True)
+    except SessionStoreUnavailable:
+        logger.warning("single_session could not take back a session no device holds")
+
+
 # -- Flask-Login receivers ---------------------------------------------------------
 
 
@@ -591,6 +615,15 @@ def _on_user_logged_in(app: Flask, user: t.Any = None, **extra: t.Any) -> None:
     if session is None or session.binding or session.frozen:
         # (A frozen request, beside another request of the browser that is
         # giving the session a new id, stores nothing: not a login either.)
+        return
+    if session.saved:
+        # In a streamed body the response's cookies are out: no device could
+        # hold the login. As with Flask's cookie session, it lasts only for the
+        # rest of this request.
+        logger.warning(
+            "single_session did not store a login made after the response's"
+            " cookies were set (in a streamed body)."
+        )
         return
     state = get_state(app)
     user_id = session.get("_user_id")

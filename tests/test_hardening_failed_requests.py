@@ -1,0 +1,148 @@
+"""Requests that fail, or stream, after a login: the login lasts no longer than
+the request that made it if its cookie never reaches the browser (as with
+Flask's cookie session), so it holds no place under the policy."""
+
+from __future__ import annotations
+
+import logging
+import typing as t
+
+import pytest
+from flask import request
+from flask import session
+from flask import stream_with_context
+from flask_login import login_user
+
+from conftest import make_app
+from conftest import stored
+from conftest import USERS
+from single_session import logout_everywhere
+
+
+def _production(app: t.Any) -> t.Any:
+    # As in production: an unhandled error becomes a 500 page, not a traceback
+    # in the test.
+    app.config["TESTING"] = False
+    return app
+
+
+@pytest.fixture(params=["single_session", "cookie_session"])
+def backend(request: t.Any) -> str:
+    return str(request.param)
+
+
+def _app(collection: t.Any, backend: str, **config: t.Any) -> t.Any:
+    app = _production(
+        make_app(collection, cookie_session=backend == "cookie_session", **config)
+    )
+
+    @app.post("/login-then-bad-value")
+    def login_then_bad_value() -> str:
+        login_user(USERS["alice"])
+        session["pref"] = object()  # an app bug: cannot be stored
+        return "ok"
+
+    @app.post("/login-then-crash")
+    def login_then_crash() -> str:
+        login_user(USERS["alice"])
+        raise RuntimeError("the view fails after the login (test)")
+
+    @app.after_request
+    def failing_after_request(response: t.Any) -> t.Any:
+        if request.args.get("fail"):
+            raise RuntimeError("an after_request function fails (test)")
+        return response
+
+    @app.post("/stream-login")
+    def stream_login() -> t.Any:
+        def body() -> t.Iterator[str]:
+            yield "a"
+            login_user(USERS["alice"])
+            yield "b"
+
+        return stream_with_context(body())
+
+    return app
+
+
+@pytest.mark.parametrize(
+    "failing, kept",
+    [
+        # The session cannot be saved, or an after_request function fails
+        # before it is: the response carries no cookie, the login is lost.
+        ("/login-then-bad-value", False),
+        ("/login/alice?fail=1", False),
+        # The view fails after the login: Flask still saves the session, and
+        # the 500 page carries the login's cookie.
+        ("/login-then-crash", True),
+    ],
+)
+def test_a_login_whose_request_fails_is_held_or_holds_no_place(
+    raw_collection: t.Any, backend: str, failing: str, kept: bool
+) -> None:
+    app = _app(raw_collection, backend, SINGLE_SESSION_ON_LIMIT="deny")
+    device, other = app.test_client(), app.test_client()
+    assert device.post(failing).status_code == 500
+    assert device.get("/me").json["user"] == ("alice" if kept else None)
+    if backend == "cookie_session":
+        return  # (no policy: the comparison is the device's login above)
+    # Under "deny" a login nobody holds would take the user's only place.
+    assert other.post("/login/alice").status_code == (409 if kept else 200)
+    assert len(stored(raw_collection, user_id="alice")) == 1
+
+
+def test_a_login_whose_request_fails_in_testing_holds_no_place(
+    raw_collection: t.Any,
+) -> None:
+    # With TESTING (or DEBUG), the exception reaches the caller and no response
+    # is made at all.
+    app = _app(raw_collection, "single_session", SINGLE_SESSION_ON_LIMIT="deny")
+    app.config["TESTING"] = True
+    with pytest.raises(RuntimeError):
+        app.test_client().post("/login-then-crash")
+    assert stored(raw_collection, user_id="alice") == []
+    assert app.test_client().post("/login/alice").status_code == 200
+
+
+def test_a_login_in_a_streamed_body_is_not_stored(
+    raw_collection: t.Any, backend: str, caplog: t.Any
+) -> None:
+    app = _app(raw_collection, backend, SINGLE_SESSION_ON_LIMIT="deny")
+    device = app.test_client()
+    with caplog.at_level(logging.WARNING, logger="single_session"):
+        assert device.post("/stream-login").data == b"ab"
+    assert device.get("/me").json["user"] is None
+    assert app.test_client().post("/login/alice").status_code == 200
+    if backend == "single_session":
+        assert len(stored(raw_collection, user_id="alice")) == 1
+        assert "streamed body" in caplog.text
+
+
+def test_a_first_write_whose_cookie_never_went_out_is_taken_back(
+    raw_collection: t.Any,
+) -> None:
+    app = _app(raw_collection, "single_session")
+
+    def fails_late(response: t.Any) -> t.Any:
+        if request.args.get("late"):
+            raise RuntimeError("fails after the library stored the session (test)")
+        return response
+
+    # Runs after the library's own after_request function, which has stored the
+    # new session by then (Flask runs them last registered first).
+    app.after_request_funcs.setdefault(None, []).insert(0, fails_late)
+    assert app.test_client().post("/set/cart?late=1", json=[1]).status_code == 500
+    assert stored(raw_collection) == []
+    assert app.test_client().post("/login/alice?late=1").status_code == 500
+    assert stored(raw_collection) == []
+
+
+def test_a_failed_request_keeps_the_login_it_came_with(raw_collection: t.Any) -> None:
+    # Only what the failing request stored under a new id is taken back.
+    app = _app(raw_collection, "single_session")
+    device = app.test_client()
+    device.post("/login/alice")
+    assert device.post("/set/cart?fail=1", json=[1]).status_code == 500
+    assert device.get("/me").json["user"] == "alice"
+    with app.app_context():
+        assert logout_everywhere("alice") == 1
