@@ -654,7 +654,8 @@ def _on_user_logged_in(app: Flask, user: t.Any = None, **extra: t.Any) -> None:
         if isinstance(e, SessionStoreUnavailable):
             _unavailable(session, e)
         raise
-    if value is not None:
+    if value is not None and not session.frozen:
+        # (A frozen request stored nothing: its remember-me was not stored.)
         session.remember_cookie = ("set", value, stored["expires_at"])  # type: ignore[index]
 
 

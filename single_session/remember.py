@@ -281,9 +281,21 @@ def update_cookie(
         return  # the common case: nothing to do
     domain = config.get("REMEMBER_COOKIE_DOMAIN")
     path = config.get("REMEMBER_COOKIE_PATH", "/")
+    secure = config.get("REMEMBER_COOKIE_SECURE", False)
+    httponly = config.get("REMEMBER_COOKIE_HTTPONLY", True)
+    samesite = config.get("REMEMBER_COOKIE_SAMESITE")
     if action == "delete":
         if name in request.cookies:
-            response.delete_cookie(name, domain=domain, path=path)
+            # With the attributes it was set with: a browser ignores the
+            # deletion of a __Secure- or __Host- cookie that is not Secure.
+            response.delete_cookie(
+                name,
+                domain=domain,
+                path=path,
+                secure=secure,
+                httponly=httponly,
+                samesite=samesite,
+            )
         return
     value: str | None = None
     expires: datetime | None = None
@@ -306,9 +318,9 @@ def update_cookie(
         expires=expires,
         domain=domain,
         path=path,
-        secure=config.get("REMEMBER_COOKIE_SECURE", False),
-        httponly=config.get("REMEMBER_COOKIE_HTTPONLY", True),
-        samesite=config.get("REMEMBER_COOKIE_SAMESITE"),
+        secure=secure,
+        httponly=httponly,
+        samesite=samesite,
     )
 
 

@@ -135,7 +135,8 @@ class ServerSession(CallbackDict, SessionMixin):  # type: ignore[type-arg]
     frozen = False
     #: The stored session was revoked, logged out or expired while this
     #: request ran: the request stores nothing more and leaves the cookies as
-    #: they are (expiry included), so that the device's next request is told why.
+    #: they are (expiry included), or sets the new id it gave the session, so
+    #: that the device's next request is told why.
     gone_meanwhile = False
 
     def __init__(self, initial: t.Mapping[str, t.Any] | None = None) -> None:
@@ -363,7 +364,7 @@ class ServerSessionInterface(SessionInterface):
     ) -> bool:
         """Set or delete the session cookie if it must change; returns whether
         it did (the response then varies by cookie)."""
-        if session.frozen or session.gone_meanwhile:
+        if session.frozen or (session.gone_meanwhile and not session.sid_changed):
             return False
         state = self.state
         if session.unavailable is None:
@@ -623,8 +624,13 @@ def write_session(state: _State, session: ServerSession) -> None:
         # and so does what this request made of it (nothing may store it again,
         # least of all its login). The cookies are left as they are: the
         # device's next request finds out which, and a revoked device is told
-        # why (a remember-me of an expired session may still restore it).
+        # why (a remember-me of an expired session may still restore it). A
+        # session stored under a new id in this request (a login) hands the
+        # device that id all the same, as a permanent cookie if it was one.
+        permanent = dict.get(session, "_permanent")
         dict.clear(session)
+        if permanent:
+            dict.__setitem__(session, "_permanent", True)
         session.document = None
         session.stored = {}
         session.gone_meanwhile = True

@@ -501,14 +501,17 @@ def test_a_logout_in_another_tab_during_logout_others_sticks(raw_collection):
     assert tombstone["revoked"]["user_id"] == "alice"
 
 
-def test_a_login_form_sent_twice(raw_collection):
+@pytest.mark.parametrize("remember", ["", "?remember=1"])
+def test_a_login_form_sent_twice(raw_collection, remember):
     app = make_app(raw_collection, SINGLE_SESSION_ON_LIMIT="deny")
     browser = app.test_client()
     browser.post("/login/alice")
     second = app.test_client()
     second.set_cookie("session", browser.get_cookie("session").value)
     store = app.extensions["single_session"].store
-    seen = while_first_moves(store, "load", lambda: second.post("/login/alice"))
+    seen = while_first_moves(
+        store, "load", lambda: second.post(f"/login/alice{remember}")
+    )
     first = browser.post("/login/alice")
     assert first.status_code == 200
     assert cookie_names(seen["r"]) == []

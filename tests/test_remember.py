@@ -175,6 +175,31 @@ def test_revoke_ends_remember_me(collection):
     assert who(laptop)["user"] == "alice"
 
 
+def test_the_remember_cookie_is_deleted_with_its_attributes(collection):
+    # A browser ignores the deletion of a __Host- (or __Secure-) cookie that is
+    # not Secure: the device would keep presenting it.
+    app = make_app(
+        collection,
+        REMEMBER_COOKIE_NAME="__Host-remember",
+        REMEMBER_COOKIE_SECURE=True,
+        REMEMBER_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_NAME="__Host-session",
+        SESSION_COOKIE_SECURE=True,
+    )
+    client = app.test_client()
+    https = {"base_url": "https://localhost"}
+    client.post("/login/alice?remember=1", **https)
+    response = client.post("/logout", **https)
+    (header,) = [
+        h
+        for h in response.headers.getlist("Set-Cookie")
+        if h.startswith("__Host-remember=")
+    ]
+    assert "Max-Age=0" in header
+    assert "Secure" in header and "SameSite=Lax" in header and "HttpOnly" in header
+    assert client.get_cookie("__Host-remember", domain="localhost") is None
+
+
 def test_logout_deletes_the_remember_cookie(app, collection):
     client = app.test_client()
     client.post("/login/alice?remember=1")

@@ -9,11 +9,13 @@ import pytest
 from flask import get_flashed_messages
 from flask import session
 from flask_login import current_user
+from flask_login import login_user
 
 import single_session
 from conftest import make_app
 from conftest import Recorder
 from conftest import stored
+from conftest import USERS
 from single_session import logout_everywhere
 from single_session import session_revoked
 
@@ -166,6 +168,78 @@ def test_in_flight_request_does_not_bring_a_revoked_session_back(
     assert not any("written_after_revocation" in d.get("data", {}) for d in docs)
     (tombstone,) = [d for d in docs if "revoked" in d]
     assert "data" not in tombstone
+
+
+@pytest.mark.parametrize("remember", [False, True])
+def test_a_login_revoked_while_its_request_runs_still_hands_over_its_id(app, remember):
+    entered, release = threading.Event(), threading.Event()
+
+    @app.post("/slow-login")
+    def slow_login():
+        login_user(USERS["alice"], remember=remember)
+        entered.set()
+        assert release.wait(10)
+        session["welcome"] = True  # a write after the login (a flash, say)
+        return "ok"
+
+    @app.get("/why")
+    def why():
+        reason = single_session.revocation()
+        return {"reason": reason and reason.reason, "flashed": get_flashed_messages()}
+
+    phone, laptop = app.test_client(), app.test_client()
+    phone.post("/set/cart", json=[1])  # an anonymous session first
+    before = phone.get_cookie("session").value
+    result = {}
+    thread = threading.Thread(target=lambda: result.update(r=phone.post("/slow-login")))
+    thread.start()
+    assert entered.wait(10)
+    laptop.post("/login/alice")  # evicts the phone's new login
+    release.set()
+    thread.join(10)
+    assert result["r"].status_code == 200
+    # The old id is gone (its data moved to the login): the device gets the new
+    # one, which names the tombstone.
+    assert phone.get_cookie("session").value != before
+    if remember:
+        phone.delete_cookie("session")  # the browser restarts
+    told = phone.get("/why").json
+    assert told["reason"] == "signed_in_elsewhere"
+    assert len(told["flashed"]) == 1
+    assert who(laptop) == "alice"
+
+
+def test_logout_others_revoked_while_its_request_runs_still_hands_over_its_id(
+    app,
+):
+    app.config["SINGLE_SESSION_MAX_SESSIONS"] = None
+    entered, release = threading.Event(), threading.Event()
+
+    @app.post("/change-password")
+    def change_password():
+        app.extensions["test_ext"].logout_others("alice")
+        entered.set()
+        assert release.wait(10)
+        session["notice"] = "password changed"
+        return "ok"
+
+    phone, laptop = app.test_client(), app.test_client()
+    phone.post("/login/alice")
+    laptop.post("/login/alice")
+    result = {}
+    thread = threading.Thread(
+        target=lambda: result.update(r=phone.post("/change-password"))
+    )
+    thread.start()
+    assert entered.wait(10)
+    with app.app_context():
+        logout_everywhere("alice")
+    release.set()
+    thread.join(10)
+    assert result["r"].status_code == 200
+    revoked = Recorder(session_revoked, app)
+    assert who(phone) is None
+    assert [call["reason"] for call in revoked.calls] == ["logout_everywhere"]
 
 
 def test_revoked_cookie_costs_one_query_then_none(app, collection):
