@@ -568,15 +568,23 @@ def _after_request(response: Response) -> Response:
 def _teardown_request(error: BaseException | None) -> None:
     """Take back a session stored under a new id in this request (a login, a
     remember-me restore, a first write) whose cookie never went out: the request
-    failed before its response's cookies were set (a 500, an exception
-    propagated in debug or testing). No device holds it, and a login would
-    otherwise hold a place under the policy (under "deny", the user's only one)
-    until it expires."""
+    failed before its response's cookies were set (a 500), or made no response
+    at all (an exception propagated in debug or testing). No device holds it,
+    and a login would otherwise hold a place under the policy (under "deny",
+    the user's only one) until it expires."""
     current = _current()
     if current is None:
         return
     app, session = current
-    if session.saved or not session.stored_anew:
+    opened_in = session.opened_in
+    if opened_in is None or opened_in() is not request_ctx._get_current_object():  # type: ignore[attr-defined]
+        return  # a copy of the request context (in a thread) ends, not the request
+    # (As Flask's handle_exception decides whether to re-raise.)
+    propagate = app.config["PROPAGATE_EXCEPTIONS"]
+    if propagate is None:
+        propagate = app.testing or app.debug
+    no_response = error is not None and propagate
+    if (session.saved and not no_response) or not session.stored_anew:
         return
     key = session.key
     assert key is not None  # stored_anew

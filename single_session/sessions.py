@@ -16,11 +16,13 @@ from __future__ import annotations
 import logging
 import secrets
 import typing as t
+import weakref
 from dataclasses import dataclass
 from datetime import datetime
 from datetime import timedelta
 from datetime import timezone
 
+from flask.globals import request_ctx
 from flask.sessions import SessionInterface
 from flask.sessions import SessionMixin
 from werkzeug.datastructures import CallbackDict
@@ -138,6 +140,9 @@ class ServerSession(CallbackDict, SessionMixin):  # type: ignore[type-arg]
     #: they are (expiry included), or sets the new id it gave the session, so
     #: that the device's next request is told why.
     gone_meanwhile = False
+    #: The request context that opened the session (a weak reference): copies
+    #: of it, handed to threads, share the session but do not own it.
+    opened_in: weakref.ref[t.Any] | None = None
 
     def __init__(self, initial: t.Mapping[str, t.Any] | None = None) -> None:
         super().__init__(initial, _on_update)
@@ -274,6 +279,10 @@ class ServerSessionInterface(SessionInterface):
             # Flask's null session explains what is missing.
             return None
         session = self._load(app, state, request)
+        try:
+            session.opened_in = weakref.ref(request_ctx._get_current_object())  # type: ignore[attr-defined]
+        except RuntimeError:  # opened by hand, outside a request context
+            pass
         # Flask-Login would honour a remember cookie on its own (the same cookie
         # for every device of a user) whenever the session gives it no user: no
         # login, or one its user_loader no longer knows. Block that path; the

@@ -5,12 +5,16 @@ Flask's cookie session), so it holds no place under the policy."""
 from __future__ import annotations
 
 import logging
+import threading
 import typing as t
 
 import pytest
+from flask import copy_current_request_context
 from flask import request
+from flask import request_finished
 from flask import session
 from flask import stream_with_context
+from flask_login import current_user
 from flask_login import login_user
 
 from conftest import make_app
@@ -146,3 +150,62 @@ def test_a_failed_request_keeps_the_login_it_came_with(raw_collection: t.Any) ->
     assert device.get("/me").json["user"] == "alice"
     with app.app_context():
         assert logout_everywhere("alice") == 1
+
+
+def _in_a_thread_with_a_copy_of_the_request() -> None:
+    @copy_current_request_context
+    def job() -> None:
+        pass  # a welcome mail, say
+
+    worker = threading.Thread(target=job)
+    worker.start()
+    worker.join(10)
+
+
+def test_a_thread_given_a_copy_of_the_request_does_not_take_its_login_back(
+    raw_collection: t.Any,
+) -> None:
+    app = make_app(raw_collection)
+
+    @app.post("/login-and-mail")
+    def login_and_mail() -> str:
+        login_user(USERS["alice"])
+        _in_a_thread_with_a_copy_of_the_request()
+        return "ok"
+
+    @app.get("/restore-and-mail")
+    def restore_and_mail() -> t.Any:
+        user = current_user.get_id()  # restored from the remember-me cookie
+        _in_a_thread_with_a_copy_of_the_request()
+        return {"user": user}
+
+    device = app.test_client()
+    assert device.post("/login-and-mail").status_code == 200
+    assert device.get("/me").json["user"] == "alice"
+
+    device.post("/login/alice?remember=1")
+    device.delete_cookie("session")  # the browser restarts
+    assert device.get("/restore-and-mail").json["user"] == "alice"
+    device.delete_cookie("session")
+    assert device.get("/me").json["user"] == "alice"  # restored again
+
+
+def test_a_login_whose_request_raises_after_its_cookies_were_set_in_testing(
+    raw_collection: t.Any,
+) -> None:
+    # With TESTING, an exception after save_session (a request_finished
+    # receiver) reaches the caller: no response, so nobody holds the login.
+    app = make_app(raw_collection, SINGLE_SESSION_ON_LIMIT="deny")
+
+    def fails(sender: t.Any, response: t.Any, **extra: t.Any) -> None:
+        if request.args.get("fail"):
+            raise RuntimeError("a request_finished receiver fails (test)")
+
+    request_finished.connect(fails, app)
+    try:
+        with pytest.raises(RuntimeError):
+            app.test_client().post("/login/alice?fail=1")
+        assert stored(raw_collection, user_id="alice") == []
+        assert app.test_client().post("/login/alice").status_code == 200
+    finally:
+        request_finished.disconnect(fails, app)
