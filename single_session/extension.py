@@ -14,6 +14,7 @@ from datetime import timezone
 from flask import current_app
 from flask import flash
 from flask import Flask
+from flask import got_request_exception
 from flask import has_request_context
 from flask import request
 from flask.globals import request_ctx
@@ -285,6 +286,7 @@ class SingleSession:
         app.before_request_funcs.setdefault(None, []).insert(0, _before_request)
         app.after_request_funcs.setdefault(None, []).insert(0, _after_request)
         app.teardown_request_funcs.setdefault(None, []).append(_teardown_request)
+        got_request_exception.connect(_on_request_exception, app)
         user_accessed.connect(_on_user_accessed, app)
         user_logged_in.connect(_on_user_logged_in, app)
         user_loaded_from_cookie.connect(_on_user_logged_in, app)
@@ -579,19 +581,32 @@ def _teardown_request(error: BaseException | None) -> None:
     opened_in = session.opened_in
     if opened_in is None or opened_in() is not request_ctx._get_current_object():  # type: ignore[attr-defined]
         return  # a copy of the request context (in a thread) ends, not the request
-    # (As Flask's handle_exception decides whether to re-raise.)
-    propagate = app.config["PROPAGATE_EXCEPTIONS"]
-    if propagate is None:
-        propagate = app.testing or app.debug
-    no_response = error is not None and propagate
-    if (session.saved and not no_response) or not session.stored_anew:
+    if (session.saved and not session.no_response) or not session.stored_anew:
         return
     key = session.key
     assert key is not None  # stored_anew
     try:
         get_state(app).store.delete(key, cleanup=True)
-    except SessionStoreUnavailable:
-        logger.warning("single_session could not take back a session no device holds")
+    except Exception:
+        # Best effort: the app's own error, if any, is what the request ends on.
+        logger.warning(
+            "single_session could not take back a session no device holds",
+            exc_info=True,
+        )
+
+
+def _on_request_exception(app: Flask, **extra: t.Any) -> None:
+    """Flask's handle_exception is about to re-raise (in debug or testing, or
+    with PROPAGATE_EXCEPTIONS) or to make a 500 page: when it re-raises, no
+    response is made, whatever cookies were set on the one it dropped."""
+    session = _current_session()
+    if session is None:
+        return
+    propagate = app.config["PROPAGATE_EXCEPTIONS"]
+    if propagate is None:  # (as handle_exception decides)
+        propagate = app.testing or app.debug
+    if propagate:
+        session.no_response = True
 
 
 # -- Flask-Login receivers ---------------------------------------------------------

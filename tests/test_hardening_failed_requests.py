@@ -12,14 +12,18 @@ import pytest
 from flask import copy_current_request_context
 from flask import request
 from flask import request_finished
+from flask import Response
 from flask import session
 from flask import stream_with_context
 from flask_login import current_user
 from flask_login import login_user
+from pymongo.errors import OperationFailure
+from werkzeug.test import EnvironBuilder
 
 from conftest import make_app
 from conftest import stored
 from conftest import USERS
+from faults import FaultyCollection
 from single_session import logout_everywhere
 
 
@@ -209,3 +213,65 @@ def test_a_login_whose_request_raises_after_its_cookies_were_set_in_testing(
         assert app.test_client().post("/login/alice").status_code == 200
     finally:
         request_finished.disconnect(fails, app)
+
+
+def _streaming_login_app(collection: t.Any, fail: bool, **config: t.Any) -> t.Any:
+    app = make_app(collection)
+    app.config.update(config)
+
+    @app.post("/login-then-stream")
+    def login_then_stream() -> t.Any:
+        login_user(USERS["alice"])
+
+        def body() -> t.Iterator[str]:
+            yield "part 1\n"
+            if fail:
+                raise RuntimeError("the stream breaks (test)")
+            yield "part 2\n"
+
+        return Response(stream_with_context(body()))
+
+    return app
+
+
+@pytest.mark.parametrize(
+    "fail, config",
+    [
+        # The client goes away after the first chunk (the server closes the body).
+        (False, {"TESTING": False, "DEBUG": True}),
+        (False, {"TESTING": False, "PROPAGATE_EXCEPTIONS": True}),
+        # The body fails half-way, the exception propagated or not.
+        (True, {"TESTING": False, "PROPAGATE_EXCEPTIONS": True}),
+        (True, {"TESTING": False, "PROPAGATE_EXCEPTIONS": False}),
+    ],
+)
+def test_a_streamed_response_keeps_the_login_its_headers_handed_over(
+    raw_collection: t.Any, fail: bool, config: dict[str, t.Any]
+) -> None:
+    # The headers, cookies included, went out before the body: whatever
+    # happens to the body, the device holds the login.
+    app = _streaming_login_app(raw_collection, fail, **config)
+    environ = EnvironBuilder(path="/login-then-stream", method="POST").get_environ()
+    headers: list[tuple[str, str]] = []
+    body = app(environ, lambda status, h, exc_info=None: headers.extend(h))
+    assert any(name == "Set-Cookie" for name, _ in headers)
+    try:
+        if fail:
+            with pytest.raises(RuntimeError):
+                list(body)
+        else:
+            next(iter(body))
+    finally:
+        body.close()
+    assert len(stored(raw_collection, user_id="alice")) == 1
+
+
+def test_a_failing_take_back_does_not_replace_the_apps_error(
+    raw_collection: t.Any,
+) -> None:
+    faulty = FaultyCollection(raw_collection)
+    app = _app(faulty, "single_session")
+    app.config["TESTING"] = True
+    faulty.faults.plan("delete_one", OperationFailure("not authorized (test)", code=13))
+    with pytest.raises(RuntimeError, match="the view fails after the login"):
+        app.test_client().post("/login-then-crash")
