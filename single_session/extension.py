@@ -578,11 +578,11 @@ def _teardown_request(error: BaseException | None) -> None:
     if current is None:
         return
     app, session = current
+    if not session.stored_anew or (session.saved and not session.no_response):
+        return  # (the common case first: nothing stored under a new id)
     opened_in = session.opened_in
     if opened_in is None or opened_in() is not request_ctx._get_current_object():  # type: ignore[attr-defined]
         return  # a copy of the request context (in a thread) ends, not the request
-    if (session.saved and not session.no_response) or not session.stored_anew:
-        return
     key = session.key
     assert key is not None  # stored_anew
     try:
