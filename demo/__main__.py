@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from single_session import ConfigurationError
+
 from .app import create_app
 from .app import DemoError
 from .app import describe_policy
@@ -25,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         app = create_app()
-    except DemoError as e:
+    except (DemoError, ConfigurationError) as e:
         print(f"demo: {e}", file=sys.stderr)
         return 2
     policy = describe_policy(app.config)

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import functools
+import typing as t
 from datetime import datetime
 
 import click
 from flask import current_app
 from flask.cli import AppGroup
 
+from .exceptions import SessionStoreUnavailable
+from .exceptions import SingleSessionError
+from .extension import _State
 from .extension import get_state
+
+F = t.TypeVar("F", bound=t.Callable[..., t.Any])
 
 single_session_cli = AppGroup(
     "single-session",
@@ -16,11 +23,37 @@ single_session_cli = AppGroup(
 )
 
 
+def _clear_errors(command: F) -> F:
+    """An operator gets one line saying what went wrong, not a traceback."""
+
+    @functools.wraps(command)
+    def run(*args: t.Any, **kwargs: t.Any) -> t.Any:
+        try:
+            return command(*args, **kwargs)
+        except SessionStoreUnavailable as e:
+            timeout = current_app.config["SINGLE_SESSION_TIMEOUT"]
+            cause = e.__cause__
+            why = f": {type(cause).__name__}: {_first_line(cause)}" if cause else ""
+            raise click.ClickException(
+                f"MongoDB did not answer within SINGLE_SESSION_TIMEOUT ({timeout} s)"
+                + why
+            ) from e
+        except (SingleSessionError, RuntimeError) as e:
+            raise click.ClickException(str(e)) from e
+
+    return t.cast(F, run)
+
+
+def _state() -> _State:
+    return get_state(current_app)
+
+
 @single_session_cli.command("list")
 @click.argument("user_id")
+@_clear_errors
 def list_sessions(user_id: str) -> None:
     """List the live sessions of USER_ID, newest login first."""
-    sessions = get_state(current_app).extension.sessions_of(user_id)
+    sessions = _state().extension.sessions_of(user_id)
     if not sessions:
         click.echo(f"No live sessions for user {user_id!r}.")
         return
@@ -34,27 +67,35 @@ def list_sessions(user_id: str) -> None:
 
 @single_session_cli.command("logout-everywhere")
 @click.argument("user_id")
+@_clear_errors
 def logout_everywhere_command(user_id: str) -> None:
     """End every session of USER_ID, remember-me included."""
-    count = get_state(current_app).extension.logout_everywhere(user_id)
+    count = _state().extension.logout_everywhere(user_id)
     click.echo(f"Ended {count} session(s) of user {user_id!r}.")
 
 
 @single_session_cli.command("stats")
+@_clear_errors
 def stats() -> None:
     """Count sessions: live, bound to a user, anonymous, and tombstones."""
-    counts = get_state(current_app).store.counts()
+    counts = _state().store.counts()
     for name in ("sessions", "bound", "anonymous", "tombstones"):
         click.echo(f"{name}: {counts[name]}")
 
 
 @single_session_cli.command("create-indexes")
+@_clear_errors
 def create_indexes() -> None:
     """Create the indexes single_session needs (safe to run again). The unique
     slot index of SINGLE_SESSION_ON_LIMIT="deny" only when that is configured."""
-    store = get_state(current_app).store
+    store = _state().store
     store.ensure_indexes(slots=current_app.config["SINGLE_SESSION_ON_LIMIT"] == "deny")
     click.echo(f"Indexes ready on {store.collection.full_name}.")
+
+
+def _first_line(error: BaseException, limit: int = 200) -> str:
+    line = str(error).splitlines()[0] if str(error) else ""
+    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 def _when(value: datetime | None) -> str:

@@ -28,6 +28,10 @@ from flask_login.signals import user_logged_out
 
 from . import policy
 from . import remember
+from .config import check as check_config
+from .config import check_limit
+from .config import DEFAULTS
+from .config import duration
 from .exceptions import ConfigurationError
 from .exceptions import LoginDenied
 from .exceptions import SessionStoreUnavailable
@@ -123,10 +127,15 @@ class _State:
 
     def absolute_lifetime(self) -> timedelta | None:
         value = self.config["SINGLE_SESSION_ABSOLUTE_LIFETIME"]
-        return None if value is None else _seconds(value)
+        return (
+            None
+            if value is None
+            else duration("SINGLE_SESSION_ABSOLUTE_LIFETIME", value)
+        )
 
     def touch_interval(self) -> timedelta:
-        return _seconds(self.config["SINGLE_SESSION_TOUCH_INTERVAL"])
+        value = self.config["SINGLE_SESSION_TOUCH_INTERVAL"]
+        return duration("SINGLE_SESSION_TOUCH_INTERVAL", value, zero=True)
 
     def max_size(self) -> int | None:
         size: int | None = self.config["SINGLE_SESSION_MAX_SIZE"]
@@ -143,12 +152,7 @@ class _State:
         limit = self.config["SINGLE_SESSION_MAX_SESSIONS"]
         if callable(limit):
             limit = limit(user)
-        if limit is not None and (not isinstance(limit, int) or limit < 1):
-            raise ConfigurationError(
-                f"SINGLE_SESSION_MAX_SESSIONS must be a positive int, None, or a"
-                f" callable returning one; got {limit!r}."
-            )
-        return limit
+        return check_limit(limit)
 
     def device(self) -> dict[str, str] | None:
         if not self.config["SINGLE_SESSION_RECORD_DEVICE"] or not has_request_context():
@@ -257,26 +261,16 @@ class SingleSession:
                 " app. Import and use that instance instead."
             )
         config = app.config
-        config.setdefault("SINGLE_SESSION_MONGODB_URI", None)
-        config.setdefault("SINGLE_SESSION_DATABASE", None)
-        config.setdefault("SINGLE_SESSION_COLLECTION", "sessions")
-        config.setdefault("SINGLE_SESSION_MAX_SESSIONS", 1)
-        config.setdefault("SINGLE_SESSION_ON_LIMIT", "evict")
-        config.setdefault("SINGLE_SESSION_TOUCH_INTERVAL", 60)
-        config.setdefault("SINGLE_SESSION_ABSOLUTE_LIFETIME", None)
-        config.setdefault("SINGLE_SESSION_TIMEOUT", 3.0)
-        config.setdefault("SINGLE_SESSION_MAX_SIZE", 65536)
-        config.setdefault("SINGLE_SESSION_RECORD_DEVICE", True)
+        for key, default in DEFAULTS.items():
+            config.setdefault(key, default)
         config.setdefault("SINGLE_SESSION_REVOKED_MESSAGE", DEFAULT_REVOKED_MESSAGES)
-        if config["SINGLE_SESSION_ON_LIMIT"] not in ("evict", "deny"):
-            raise ConfigurationError(
-                "SINGLE_SESSION_ON_LIMIT must be 'evict' or 'deny', got"
-                f" {config['SINGLE_SESSION_ON_LIMIT']!r}."
-            )
+        check_config(config)
 
         store = SessionStore(
             self._collection_source(app),
-            _seconds(config["SINGLE_SESSION_TIMEOUT"]).total_seconds(),
+            duration(
+                "SINGLE_SESSION_TIMEOUT", config["SINGLE_SESSION_TIMEOUT"]
+            ).total_seconds(),
             functools.partial(_request_budget, app),
         )
         state = _State(app, self, store)

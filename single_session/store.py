@@ -531,8 +531,10 @@ class SessionStore:
 
     def counts(self) -> dict[str, int]:
         """For operators (``flask single-session stats``), not for requests: the
-        counts scan the collection, so they get a minute, not the request timeout."""
+        counts scan the collection, so they get a minute, not the request timeout
+        (once a cheap first call, with the usual timeout, has found the server)."""
         c = self.collection
+        self._call(c.index_information, retry=True, timeout=self.timeout)
         slow = max(self.timeout, 60.0)
         total = self._call(lambda: c.count_documents({}), retry=True, timeout=slow)
         bound = self._call(

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
+import pytest
+from flask import Flask
+
 from conftest import make_app
+from faults import closed_port
+from single_session.cli import single_session_cli
 
 
 def test_cli_commands(collection):
@@ -77,3 +84,45 @@ def test_help_lists_the_commands(collection):
     result = app.test_cli_runner().invoke(args=["single-session", "--help"])
     for command in ("list", "logout-everywhere", "stats", "create-indexes"):
         assert command in result.output
+
+
+COMMANDS = [
+    ["list", "alice"],
+    ["logout-everywhere", "alice"],
+    ["stats"],
+    ["create-indexes"],
+]
+
+
+@pytest.mark.parametrize("args", COMMANDS, ids=lambda args: args[0])
+def test_a_database_that_is_down_is_one_line_and_exit_status_1(args):
+    app = make_app(
+        None,
+        SINGLE_SESSION_MONGODB_URI=f"mongodb://127.0.0.1:{closed_port()}/down",
+        SINGLE_SESSION_TIMEOUT=0.3,
+    )
+    started = time.monotonic()
+    try:
+        result = app.test_cli_runner().invoke(args=["single-session", *args])
+    finally:
+        store = app.extensions["single_session"].store
+        if store._collection is not None:
+            store._collection.database.client.close()
+    took = time.monotonic() - started
+    assert result.exit_code == 1, result.output
+    (line,) = result.output.splitlines()
+    assert line.startswith(
+        "Error: MongoDB did not answer within SINGLE_SESSION_TIMEOUT (0.3 s): "
+    )
+    # stats finds the server with the usual timeout before its long counts.
+    assert took < 0.3 * 2 + 0.6, took
+
+
+@pytest.mark.parametrize("args", COMMANDS, ids=lambda args: args[0])
+def test_an_app_without_the_extension_is_one_line(args):
+    app = Flask(__name__)
+    app.cli.add_command(single_session_cli)
+    result = app.test_cli_runner().invoke(args=["single-session", *args])
+    assert result.exit_code == 1
+    (line,) = result.output.splitlines()
+    assert line.startswith("Error: The current Flask app is not registered")
