@@ -10,6 +10,7 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
+from .config import timeout as config_timeout
 from .exceptions import SessionStoreUnavailable
 from .exceptions import SingleSessionError
 from .extension import _State
@@ -31,21 +32,24 @@ def _clear_errors(command: F) -> F:
         try:
             return command(*args, **kwargs)
         except SessionStoreUnavailable as e:
-            timeout = current_app.config["SINGLE_SESSION_TIMEOUT"]
+            timeout = config_timeout(current_app.config)
             cause = e.__cause__
             why = f": {type(cause).__name__}: {_first_line(cause)}" if cause else ""
             raise click.ClickException(
                 f"MongoDB did not answer within SINGLE_SESSION_TIMEOUT ({timeout} s)"
                 + why
             ) from e
-        except (SingleSessionError, RuntimeError) as e:
+        except SingleSessionError as e:  # (an index in the way, say)
             raise click.ClickException(str(e)) from e
 
     return t.cast(F, run)
 
 
 def _state() -> _State:
-    return get_state(current_app)
+    try:
+        return get_state(current_app)
+    except RuntimeError as e:  # the app does not use the extension
+        raise click.ClickException(str(e)) from e
 
 
 @single_session_cli.command("list")

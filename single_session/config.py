@@ -5,6 +5,7 @@ as a 500 (or a silent misbehaviour) on some later request."""
 from __future__ import annotations
 
 import math
+import numbers
 import typing as t
 from datetime import timedelta
 
@@ -29,36 +30,54 @@ DEFAULTS: dict[str, t.Any] = {
 }
 
 
-def duration(name: str, value: t.Any, *, zero: bool = False) -> timedelta:
-    """A duration setting as a ``timedelta``: a number of seconds or a
-    ``timedelta``, positive (or zero, if ``zero``) and finite."""
+#: The longest duration setting taken: a hundred years (a date that far ahead
+#: still fits in a datetime).
+_LONGEST = timedelta(days=36500)
+
+
+def duration(
+    name: str, value: t.Any, *, zero: bool = False, least: float = 0.0
+) -> timedelta:
+    """A duration setting as a ``timedelta``: a number of seconds (anything
+    ``float()`` takes, numpy's and ``Decimal`` included) or a ``timedelta``,
+    above zero (or zero, if ``zero``), at least ``least`` seconds, and at most a
+    hundred years."""
+    seconds = math.nan
     if isinstance(value, timedelta):
         seconds = value.total_seconds()
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        seconds = float(value)
-    else:
-        seconds = math.nan
-    if (seconds >= 0 if zero else seconds > 0) and seconds < math.inf:
+    elif not isinstance(value, bool):
         try:
-            return value if isinstance(value, timedelta) else timedelta(seconds=seconds)
-        except OverflowError:
+            seconds = float(value)
+        except (TypeError, ValueError, OverflowError):
             pass
-    least = "zero or more" if zero else "more than zero"
+    if seconds == 0 and zero:
+        return timedelta(0)
+    if seconds > 0 and seconds >= least and seconds <= _LONGEST.total_seconds():
+        return timedelta(seconds=seconds)
+    lower = "zero or more" if zero else f"more than {least or 'zero'} s"
     raise ConfigurationError(
-        f"{name} must be a number of seconds or a timedelta, {least}; got {value!r}."
+        f"{name} must be a number of seconds or a timedelta, {lower} and at most"
+        f" a hundred years; got {value!r}."
     )
 
 
 def check_limit(value: t.Any) -> int | None:
     """``SINGLE_SESSION_MAX_SESSIONS`` (or what its callable returned)."""
-    if value is None or (
-        isinstance(value, int) and not isinstance(value, bool) and value >= 1
-    ):
-        return value
+    if value is None:
+        return None
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        if int(value) >= 1:
+            return int(value)
     raise ConfigurationError(
         "SINGLE_SESSION_MAX_SESSIONS must be a positive int, None, or a callable"
         f" returning one; got {value!r}."
     )
+
+
+def timeout(config: Config) -> float:
+    """``SINGLE_SESSION_TIMEOUT`` in seconds (a millisecond at least)."""
+    value = config["SINGLE_SESSION_TIMEOUT"]
+    return duration("SINGLE_SESSION_TIMEOUT", value, least=0.001).total_seconds()
 
 
 def check(config: Config) -> None:
@@ -81,10 +100,10 @@ def check(config: Config) -> None:
             "SINGLE_SESSION_ABSOLUTE_LIFETIME",
             config["SINGLE_SESSION_ABSOLUTE_LIFETIME"],
         )
-    duration("SINGLE_SESSION_TIMEOUT", config["SINGLE_SESSION_TIMEOUT"])
+    timeout(config)
     size = config["SINGLE_SESSION_MAX_SIZE"]
     if size is not None and (
-        not isinstance(size, int) or isinstance(size, bool) or size < 1
+        not isinstance(size, numbers.Integral) or isinstance(size, bool) or size < 1
     ):
         raise ConfigurationError(
             f"SINGLE_SESSION_MAX_SIZE must be a positive int (bytes) or None; got"
@@ -92,14 +111,22 @@ def check(config: Config) -> None:
         )
     messages = config["SINGLE_SESSION_REVOKED_MESSAGE"]
     if not (
-        messages is None
-        or isinstance(messages, str)
+        _is_message(messages)
         or (
             isinstance(messages, dict)
-            and all(m is None or isinstance(m, str) for m in messages.values())
+            and all(_is_message(m) for m in messages.values())
         )
     ):
         raise ConfigurationError(
-            "SINGLE_SESSION_REVOKED_MESSAGE must be a str, a dict of reason to str"
-            f" (or None), or None; got {messages!r}."
+            "SINGLE_SESSION_REVOKED_MESSAGE must be a message (a str, or a lazy"
+            " translation such as flask_babel's lazy_gettext), a dict of reason to"
+            f" message (or None), or None; got {messages!r}."
         )
+
+
+#: What is surely not a message to flash.
+_NOT_MESSAGES = (dict, list, tuple, set, frozenset, bytes, numbers.Number)
+
+
+def _is_message(value: t.Any) -> bool:
+    return value is None or not isinstance(value, _NOT_MESSAGES)

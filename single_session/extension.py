@@ -32,6 +32,7 @@ from .config import check as check_config
 from .config import check_limit
 from .config import DEFAULTS
 from .config import duration
+from .config import timeout as config_timeout
 from .exceptions import ConfigurationError
 from .exceptions import LoginDenied
 from .exceptions import SessionStoreUnavailable
@@ -268,9 +269,7 @@ class SingleSession:
 
         store = SessionStore(
             self._collection_source(app),
-            duration(
-                "SINGLE_SESSION_TIMEOUT", config["SINGLE_SESSION_TIMEOUT"]
-            ).total_seconds(),
+            config_timeout(config),
             functools.partial(_request_budget, app),
         )
         state = _State(app, self, store)
@@ -362,6 +361,9 @@ class SingleSession:
         """The live sessions of ``user`` (a user object or its id), newest login
         first. One query."""
         state = get_state(current_app)
+        # (First: asking a current_user proxy for its id may restore the
+        # request's login from its remember-me, and give it its key.)
+        user_id = _user_id(user)
         session = _current_session()
         current_key = session.key if session is not None else None
         infos = []
@@ -375,7 +377,7 @@ class SingleSession:
             "moving",
         ]
         now = state.now()
-        for document in state.store.user_sessions(_user_id(user), now, fields):
+        for document in state.store.user_sessions(user_id, now, fields):
             if is_moving(document, now):
                 continue  # its successor, under a new id, is the device's
 
@@ -389,14 +391,16 @@ class SingleSession:
                     ip=device.get("ip"),
                     user_agent=device.get("user_agent"),
                     current=document["_id"] == current_key,
-                    remembered=bool(document.get("remember")),
+                    remembered=_remembered(document, now),
                 )
             )
         return infos
 
     def revoke(self, user: t.Any, handle: str) -> bool:
         """End one session of ``user``, named by its handle (from
-        :meth:`sessions_of`). Returns whether it was live. One update."""
+        :meth:`sessions_of`). Returns whether it was live. One update. Called
+        on the current request's own session, it logs this request out too, as
+        :meth:`logout_everywhere` does."""
         state = get_state(current_app)
         user_id = _user_id(user)
         query = {
@@ -404,7 +408,23 @@ class SingleSession:
             "handle": str(handle),
             "purge_at": {"$gt": state.now()},
         }
-        return state.store.revoke(query, policy.REVOKED, state.now()) == 1
+        ended = state.store.revoke(query, policy.REVOKED, state.now()) == 1
+        session = _current_session()
+        document = session.document if session is not None else None
+        if (
+            ended
+            and document is not None
+            and document.get("handle") == str(handle)
+            and document.get("user_id") == user_id
+        ):
+            logout_user()
+        return ended
+
+
+def _remembered(document: dict[str, t.Any], now: datetime) -> bool:
+    remember = document.get("remember")
+    expires_at = remember.get("expires_at") if isinstance(remember, dict) else None
+    return isinstance(expires_at, datetime) and expires_at > now
 
 
 def logout_everywhere(user: t.Any) -> int:
@@ -473,8 +493,9 @@ def _rotate(state: _State, session: ServerSession, user: t.Any) -> None:
         # (In a streamed body the response's cookies are out: the session
         # keeps its id, and only the others end.)
         return
-    if isinstance(user, str):  # an id: the policy may need the user object
-        user = state.load_user(user)
+    if not callable(getattr(user, "get_id", None)):
+        # An id (a str, an int...): the policy may need the user object.
+        user = state.load_user(_user_id(user))
     if user is None:
         return
     login_at = document.get("login_at")
@@ -664,10 +685,16 @@ def _on_user_logged_in(app: Flask, user: t.Any = None, **extra: t.Any) -> None:
             state, session, user, str(user_id), remember=stored, replaces=remembered
         )
     except (LoginDenied, SessionStoreUnavailable) as e:
-        # Undo what login_user() wrote, so that the view sees an anonymous user.
+        # Undo what login_user() wrote: the view sees the login the device had
+        # (another user's, still stored), or an anonymous user.
+        had = session.loaded if session.user_id is not None else None
         for key in LOGIN_KEYS:
-            session.pop(key, None)
-        app.login_manager._update_request_context_with_user()  # type: ignore[attr-defined]
+            if had is not None and key in had:
+                session[key] = had[key][0]
+            else:
+                session.pop(key, None)
+        previous = None if had is None else state.load_user(str(session.user_id))
+        app.login_manager._update_request_context_with_user(previous)  # type: ignore[attr-defined]
         if isinstance(e, SessionStoreUnavailable):
             _unavailable(session, e)
         raise

@@ -35,6 +35,7 @@ from .store import RequestBudget
 from .tokens import hash_id
 from .tokens import IdSigner
 from .tokens import new_id
+from .tokens import same_hash
 
 if t.TYPE_CHECKING:
     from flask import Flask
@@ -106,6 +107,8 @@ class ServerSession(CallbackDict, SessionMixin):  # type: ignore[type-arg]
     loaded: serialization.Entries | None = None
     #: Set when the request's cookie named a session that was revoked.
     revocation: Revocation | None = None
+    #: The hash of the remember-me series of that revoked session, if it had one.
+    revoked_remember: str | None = None
     #: Set when the database failed while this session was loaded or saved.
     unavailable: SessionStoreUnavailable | None = None
     #: The request came with a session cookie (ours or not).
@@ -300,6 +303,13 @@ class ServerSessionInterface(SessionInterface):
             session.remember_pending = (
                 session.unavailable is None and not session.frozen
             )
+            if session.revoked_remember is not None and _same_series(
+                app, state, cookie, session.revoked_remember
+            ):
+                # The remember-me of the very device this request is told about
+                # (it went with its session): told once, now; the cookie goes.
+                session.remember_pending = False
+                session.remember_cookie = "delete"
         elif not _is_own_remember_cookie(app, state, cookie):
             # Beside a login, this library's own cookie stays readable (for
             # login_remembered()); any other is blocked as well.
@@ -340,6 +350,11 @@ class ServerSessionInterface(SessionInterface):
             if revocation is not None:
                 session = _stale_session(budget)
                 session.revocation = revocation
+                remember = document.get("remember")
+                if isinstance(remember, dict) and isinstance(
+                    remember.get("series"), str
+                ):
+                    session.revoked_remember = remember["series"]
                 return session
             try:
                 session = session_from_document(document)
@@ -452,6 +467,13 @@ class ServerSessionInterface(SessionInterface):
 def _is_own_remember_cookie(app: Flask, state: _State, value: str) -> bool:
     signer = state.remember_signer.get(app)
     return signer is not None and signer.unsign(value.rsplit("|", 1)[0]) is not None
+
+
+def _same_series(app: Flask, state: _State, value: str, series_hash: str) -> bool:
+    """Whether a remember-me cookie holds the series ``series_hash`` names."""
+    signer = state.remember_signer.get(app)
+    ids = signer.unsign(value.rsplit("|", 1)[0]) if signer is not None else None
+    return ids is not None and same_hash(hash_id(ids[0]), series_hash)
 
 
 def _stale_session(budget: RequestBudget | None = None) -> ServerSession:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 
 import pytest
 from flask import Flask
@@ -10,6 +11,7 @@ from flask import Flask
 from conftest import make_app
 from faults import closed_port
 from single_session.cli import single_session_cli
+from single_session.store import SessionStore
 
 
 def test_cli_commands(collection):
@@ -126,3 +128,32 @@ def test_an_app_without_the_extension_is_one_line(args):
     assert result.exit_code == 1
     (line,) = result.output.splitlines()
     assert line.startswith("Error: The current Flask app is not registered")
+
+
+def test_a_bug_is_not_hidden_behind_one_line(collection, monkeypatch):
+    # Only the library's own errors become one line: anything else keeps its
+    # traceback.
+    app = make_app(collection)
+
+    def broken(self):
+        raise RuntimeError("a bug (test)")
+
+    monkeypatch.setattr(SessionStore, "counts", broken)
+    result = app.test_cli_runner().invoke(args=["single-session", "stats"])
+    assert result.exit_code == 1
+    assert isinstance(result.exception, RuntimeError)
+
+
+def test_the_timeout_is_shown_in_seconds(monkeypatch):
+    app = make_app(
+        None,
+        SINGLE_SESSION_MONGODB_URI=f"mongodb://127.0.0.1:{closed_port()}/down",
+        SINGLE_SESSION_TIMEOUT=timedelta(milliseconds=300),
+    )
+    try:
+        result = app.test_cli_runner().invoke(args=["single-session", "list", "a"])
+    finally:
+        store = app.extensions["single_session"].store
+        if store._collection is not None:
+            store._collection.database.client.close()
+    assert "SINGLE_SESSION_TIMEOUT (0.3 s)" in result.output

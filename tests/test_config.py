@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 
@@ -27,6 +28,9 @@ BAD = [
     ("SINGLE_SESSION_TIMEOUT", math.inf),
     ("SINGLE_SESSION_TIMEOUT", 1e300),
     ("SINGLE_SESSION_TIMEOUT", True),
+    ("SINGLE_SESSION_TIMEOUT", 1e-9),  # rounds to nothing
+    ("SINGLE_SESSION_ABSOLUTE_LIFETIME", timedelta.max),  # past the last date
+    ("SINGLE_SESSION_ABSOLUTE_LIFETIME", 10**12),
     ("SINGLE_SESSION_MAX_SIZE", 0),
     ("SINGLE_SESSION_MAX_SIZE", -1),
     ("SINGLE_SESSION_MAX_SIZE", 1.5),
@@ -49,8 +53,22 @@ def test_a_bad_setting_is_refused_at_init_app(collection, key, value):
     assert key in str(info.value)
 
 
+class LazyString:
+    """What flask_babel's lazy_gettext returns: not a str, but flashes as one."""
+
+    def __str__(self) -> str:
+        return "Vous avez été déconnecté."
+
+    def __html__(self) -> str:
+        return str(self)
+
+
 GOOD = [
     ("SINGLE_SESSION_TOUCH_INTERVAL", 0),  # write back on every request
+    ("SINGLE_SESSION_TOUCH_INTERVAL", "30"),  # as an environment variable gives it
+    ("SINGLE_SESSION_TOUCH_INTERVAL", Decimal("2.5")),
+    ("SINGLE_SESSION_REVOKED_MESSAGE", LazyString()),
+    ("SINGLE_SESSION_REVOKED_MESSAGE", {"signed_in_elsewhere": LazyString()}),
     ("SINGLE_SESSION_TOUCH_INTERVAL", timedelta(minutes=5)),
     ("SINGLE_SESSION_ABSOLUTE_LIFETIME", 3600.5),
     ("SINGLE_SESSION_ABSOLUTE_LIFETIME", timedelta(days=7)),
