@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import numbers
 import typing as t
+from collections.abc import Mapping
 from datetime import timedelta
 
 from .exceptions import ConfigurationError
@@ -113,7 +114,7 @@ def check(config: Config) -> None:
     if not (
         _is_message(messages)
         or (
-            isinstance(messages, dict)
+            isinstance(messages, Mapping)
             and all(_is_message(m) for m in messages.values())
         )
     ):
@@ -124,9 +125,11 @@ def check(config: Config) -> None:
         )
 
 
-#: What is surely not a message to flash.
-_NOT_MESSAGES = (dict, list, tuple, set, frozenset, bytes, numbers.Number)
-
-
 def _is_message(value: t.Any) -> bool:
-    return value is None or not isinstance(value, _NOT_MESSAGES)
+    """A message to flash: a str, or what renders as one (a lazy translation,
+    Markup), or None for none."""
+    return (
+        value is None
+        or isinstance(value, str)
+        or (hasattr(value, "__html__") and not callable(value))
+    )

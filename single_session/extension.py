@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import logging
 import typing as t
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from datetime import timedelta
@@ -548,7 +549,9 @@ def _tell_why(app: Flask, revoked: Revocation) -> None:
         at=revoked.at,
     )
     messages = app.config["SINGLE_SESSION_REVOKED_MESSAGE"]
-    message = messages.get(revoked.reason) if isinstance(messages, dict) else messages
+    message = (
+        messages.get(revoked.reason) if isinstance(messages, Mapping) else messages
+    )
     if message:
         flash(message, "warning")
 
@@ -685,16 +688,12 @@ def _on_user_logged_in(app: Flask, user: t.Any = None, **extra: t.Any) -> None:
             state, session, user, str(user_id), remember=stored, replaces=remembered
         )
     except (LoginDenied, SessionStoreUnavailable) as e:
-        # Undo what login_user() wrote: the view sees the login the device had
-        # (another user's, still stored), or an anonymous user.
-        had = session.loaded if session.user_id is not None else None
+        # Undo what login_user() wrote, so that the view sees an anonymous user
+        # (a login the device had, which login_user() overwrote, ends: what the
+        # request did to it before cannot be told apart).
         for key in LOGIN_KEYS:
-            if had is not None and key in had:
-                session[key] = had[key][0]
-            else:
-                session.pop(key, None)
-        previous = None if had is None else state.load_user(str(session.user_id))
-        app.login_manager._update_request_context_with_user(previous)  # type: ignore[attr-defined]
+            session.pop(key, None)
+        app.login_manager._update_request_context_with_user()  # type: ignore[attr-defined]
         if isinstance(e, SessionStoreUnavailable):
             _unavailable(session, e)
         raise

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from datetime import timedelta
 from decimal import Decimal
+from types import MappingProxyType
 
 import pytest
 
@@ -43,6 +44,8 @@ BAD = [
     ("SINGLE_SESSION_REVOKED_MESSAGE", 1),
     ("SINGLE_SESSION_REVOKED_MESSAGE", ["a"]),
     ("SINGLE_SESSION_REVOKED_MESSAGE", {"revoked": 5}),
+    ("SINGLE_SESSION_REVOKED_MESSAGE", lambda reason: "bye"),
+    ("SINGLE_SESSION_REVOKED_MESSAGE", MappingProxyType({"revoked": ["x"]})),
 ]
 
 
@@ -69,6 +72,7 @@ GOOD = [
     ("SINGLE_SESSION_TOUCH_INTERVAL", Decimal("2.5")),
     ("SINGLE_SESSION_REVOKED_MESSAGE", LazyString()),
     ("SINGLE_SESSION_REVOKED_MESSAGE", {"signed_in_elsewhere": LazyString()}),
+    ("SINGLE_SESSION_REVOKED_MESSAGE", MappingProxyType({"revoked": "Signed out."})),
     ("SINGLE_SESSION_TOUCH_INTERVAL", timedelta(minutes=5)),
     ("SINGLE_SESSION_ABSOLUTE_LIFETIME", 3600.5),
     ("SINGLE_SESSION_ABSOLUTE_LIFETIME", timedelta(days=7)),
