@@ -596,7 +596,8 @@ def _teardown_request(error: BaseException | None) -> None:
     if current is None:
         return
     app, session = current
-    if not session.stored_anew or (session.saved and not session.no_response):
+    no_response = error is not None and error is session.no_response
+    if not session.stored_anew or (session.saved and not no_response):
         return  # (the common case first: nothing stored under a new id)
     opened_in = session.opened_in
     if opened_in is None or opened_in() is not request_ctx._get_current_object():  # type: ignore[attr-defined]
@@ -604,7 +605,7 @@ def _teardown_request(error: BaseException | None) -> None:
     key = session.key
     assert key is not None  # stored_anew
     try:
-        get_state(app).store.delete(key, cleanup=True)
+        get_state(app).store.delete(key, cleanup=True, keep_tombstone=True)
     except Exception:
         # Best effort: the app's own error, if any, is what the request ends on.
         logger.warning(
@@ -624,7 +625,9 @@ def _on_request_exception(app: Flask, **extra: t.Any) -> None:
     if propagate is None:  # (as handle_exception decides)
         propagate = app.testing or app.debug
     if propagate:
-        session.no_response = True
+        # (Only if this very error then ends the request: an API library's
+        # error handler may send the signal itself and still answer.)
+        session.no_response = extra.get("exception")
 
 
 # -- Flask-Login receivers ---------------------------------------------------------

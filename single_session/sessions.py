@@ -146,9 +146,9 @@ class ServerSession(CallbackDict, SessionMixin):  # type: ignore[type-arg]
     #: The request context that opened the session (a weak reference): copies
     #: of it, handed to threads, share the session but do not own it.
     opened_in: weakref.ref[t.Any] | None = None
-    #: Flask re-raised an error of this request: no response goes out, whatever
-    #: cookies were set.
-    no_response = False
+    #: The error Flask is re-raising (in debug or testing): if it is the one
+    #: that ends the request, no response goes out, whatever cookies were set.
+    no_response: BaseException | None = None
 
     def __init__(self, initial: t.Mapping[str, t.Any] | None = None) -> None:
         super().__init__(initial, _on_update)

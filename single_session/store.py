@@ -259,6 +259,16 @@ class SessionStore:
                 if e.code in _INDEX_CONFLICT_CODES:
                     detail = (e.details or {}).get("errmsg", e)
                     raise _index_conflict(collection, name, name, detail) from e
+                if e.code == 11000:  # a unique index over duplicate values
+                    field = keys[0][0]
+                    raise IndexConflict(
+                        f"The unique index {name!r} cannot be built on"
+                        f" {collection.full_name!r}: two documents hold the same"
+                        f" {field!r} ({e}). Remove the field from the duplicates"
+                        f" (db.{collection.name}.updateMany({{{field}: <value>}},"
+                        f" {{$unset: {{{field}: ''}}}})) and run 'flask"
+                        " single-session create-indexes'."
+                    ) from e
                 raise
         self._indexes_ready = True
         self._slot_index_ready = self._slot_index_ready or slots
@@ -359,12 +369,18 @@ class SessionStore:
         *,
         cleanup: bool = False,
         budget: RequestBudget | None = None,
+        keep_tombstone: bool = False,
     ) -> bool:
         """Delete a session. A ``cleanup`` after a failure gets a timeout of its
         own even when the request's budget is spent: leaving the session would
-        cost more (under "deny", a slot held until it expires)."""
+        cost more (under "deny", a slot held until it expires). With
+        ``keep_tombstone``, a session revoked meanwhile stays: a remembered
+        device may come back to be told why."""
+        query: Document = {"_id": key}
+        if keep_tombstone:
+            query["revoked"] = {"$exists": False}
         result = self._call(
-            lambda: self.collection.delete_one({"_id": key}),
+            lambda: self.collection.delete_one(query),
             retry=True,
             timeout=self.timeout if cleanup else None,
             budget=budget,

@@ -10,6 +10,7 @@ import typing as t
 
 import pytest
 from flask import copy_current_request_context
+from flask import got_request_exception
 from flask import request
 from flask import request_finished
 from flask import Response
@@ -21,10 +22,14 @@ from pymongo.errors import OperationFailure
 from werkzeug.test import EnvironBuilder
 
 from conftest import make_app
+from conftest import Recorder
 from conftest import stored
 from conftest import USERS
 from faults import FaultyCollection
 from single_session import logout_everywhere
+from single_session import session_revoked
+from test_hardening_moves import _in_thread
+from test_hardening_moves import remembered
 
 
 def _production(app: t.Any) -> t.Any:
@@ -275,3 +280,45 @@ def test_a_failing_take_back_does_not_replace_the_apps_error(
     faulty.faults.plan("delete_one", OperationFailure("not authorized (test)", code=13))
     with pytest.raises(RuntimeError, match="the view fails after the login"):
         app.test_client().post("/login-then-crash")
+
+
+def test_an_error_an_api_library_answers_itself_keeps_the_session(
+    raw_collection: t.Any,
+) -> None:
+    # Flask-RESTful and Flask-RESTX send got_request_exception from their own
+    # error handler and still answer (a 4xx, the cookie included): in testing
+    # or debug too, the session that response hands over stays.
+    app = make_app(raw_collection, SINGLE_SESSION_ON_LIMIT="deny")
+
+    @app.post("/api/login")
+    def api_login() -> t.Any:
+        login_user(USERS["alice"])
+        try:
+            raise ValueError("please confirm your e-mail (test)")
+        except ValueError as e:
+            got_request_exception.send(app, exception=e)
+            return {"message": str(e)}, 409
+
+    device = app.test_client()
+    assert device.post("/api/login").status_code == 409
+    assert device.get("/me").json["user"] == "alice"
+
+
+def test_the_take_back_keeps_a_tombstone_a_remembered_device_is_told_by(
+    raw_collection: t.Any,
+) -> None:
+    app = make_app(raw_collection)  # TESTING: the exception propagates
+    told = Recorder(session_revoked, app)
+
+    @app.get("/restore-then-crash")
+    def restore_then_crash() -> t.Any:
+        current_user.get_id()  # restores the laptop from its remember-me
+        # Meanwhile the phone signs in: the restored session is evicted.
+        _in_thread(lambda: app.test_client().post("/login/alice"))
+        raise RuntimeError("the view fails (test)")
+
+    laptop = remembered(app)
+    with pytest.raises(RuntimeError):
+        laptop.get("/restore-then-crash")
+    laptop.get("/me")
+    assert [call["reason"] for call in told.calls] == ["signed_in_elsewhere"]

@@ -95,3 +95,17 @@ def test_after_dropping_the_conflict_it_works(raw_collection):
     info = raw_collection.index_information()["single_session_user"]
     (keys,) = [keys for name, keys, _ in INDEXES if name == "single_session_user"]
     assert [tuple(k) for k in info["key"]] == keys
+
+
+def test_cli_create_indexes_reports_duplicate_slot_keys(raw_collection):
+    # The "deny" slot index was missing for a while (dropped, or a restore
+    # without indexes) and two sessions took the same slot: one line saying
+    # what to clear, not a traceback.
+    raw_collection.insert_many(
+        [{"_id": "a", "slot_key": "0:alice"}, {"_id": "b", "slot_key": "0:alice"}]
+    )
+    app = make_app(raw_collection, SINGLE_SESSION_ON_LIMIT="deny")
+    result = app.test_cli_runner().invoke(args=["single-session", "create-indexes"])
+    assert result.exit_code == 1
+    (line,) = result.output.splitlines()
+    assert "'slot_key'" in line and "$unset" in line
