@@ -34,6 +34,16 @@ def remembered(app: t.Any, user: str = "alice") -> t.Any:
     return client
 
 
+def logged_in_with_another_tab(app: t.Any) -> tuple[t.Any, t.Any, t.Any]:
+    """A browser logged in as alice, a second tab of it (the same session
+    cookie, its own requests), and the app's store."""
+    browser = app.test_client()
+    browser.post("/login/alice")
+    tab = app.test_client()
+    tab.set_cookie("session", browser.get_cookie("session").value)
+    return browser, tab, app.extensions["single_session"].store
+
+
 def after(store: t.Any, method: str, then: t.Callable[[], t.Any]) -> None:
     """Run ``then`` once, right after ``store.<method>`` returns."""
     original = getattr(store, method)
@@ -286,11 +296,7 @@ def test_a_second_click_during_logout_others(raw_collection, on_limit):
     app = _with_logout_others(
         make_app(raw_collection, SINGLE_SESSION_ON_LIMIT=on_limit)
     )
-    browser = app.test_client()
-    browser.post("/login/alice")
-    second = app.test_client()
-    second.set_cookie("session", browser.get_cookie("session").value)
-    store = app.extensions["single_session"].store
+    browser, second, store = logged_in_with_another_tab(app)
     seen = {}
     after(
         store,
@@ -357,11 +363,7 @@ def test_a_failed_move_does_not_put_back_a_session_the_policy_ended(
 
 def test_a_request_during_a_move_stores_nothing_and_sets_no_cookie(raw_collection):
     app = make_app(raw_collection, SINGLE_SESSION_ON_LIMIT="deny")
-    browser = app.test_client()
-    browser.post("/login/alice")
-    other_tab = app.test_client()
-    other_tab.set_cookie("session", browser.get_cookie("session").value)
-    store = app.extensions["single_session"].store
+    browser, other_tab, store = logged_in_with_another_tab(app)
     seen = {}
     after(
         store,
@@ -406,11 +408,7 @@ def test_a_double_click_on_logout_others(raw_collection):
     # Both requests loaded the session; the second one tries its move while the
     # first one's is under way: it stores nothing and leaves the cookie alone.
     app = _with_logout_others(make_app(raw_collection, SINGLE_SESSION_ON_LIMIT="deny"))
-    browser = app.test_client()
-    browser.post("/login/alice")
-    second = app.test_client()
-    second.set_cookie("session", browser.get_cookie("session").value)
-    store = app.extensions["single_session"].store
+    browser, second, store = logged_in_with_another_tab(app)
     seen = while_first_moves(store, "revoke", lambda: second.post("/logout-others"))
     first = browser.post("/logout-others")
     assert first.status_code == 200
@@ -426,11 +424,7 @@ def test_a_login_in_a_request_that_found_the_session_moving(raw_collection):
     # that request stores nothing (the moving request's response carries the
     # cookie), so no login is left that no browser holds.
     app = _with_logout_others(make_app(raw_collection, SINGLE_SESSION_ON_LIMIT="deny"))
-    browser = app.test_client()
-    browser.post("/login/alice")
-    other_tab = app.test_client()
-    other_tab.set_cookie("session", browser.get_cookie("session").value)
-    store = app.extensions["single_session"].store
+    browser, other_tab, store = logged_in_with_another_tab(app)
     seen = {}
     after(
         store,
@@ -476,11 +470,7 @@ def test_a_login_again_that_cannot_finish_is_undone(raw_collection, faulty):
 
 def test_a_logout_in_another_tab_during_logout_others_sticks(raw_collection):
     app = _with_logout_others(make_app(raw_collection))
-    browser = app.test_client()
-    browser.post("/login/alice")
-    other_tab = app.test_client()
-    other_tab.set_cookie("session", browser.get_cookie("session").value)
-    store = app.extensions["single_session"].store
+    browser, other_tab, store = logged_in_with_another_tab(app)
     finished = []
     finish_move = store.finish_move
 
@@ -504,11 +494,7 @@ def test_a_logout_in_another_tab_during_logout_others_sticks(raw_collection):
 @pytest.mark.parametrize("remember", ["", "?remember=1"])
 def test_a_login_form_sent_twice(raw_collection, remember):
     app = make_app(raw_collection, SINGLE_SESSION_ON_LIMIT="deny")
-    browser = app.test_client()
-    browser.post("/login/alice")
-    second = app.test_client()
-    second.set_cookie("session", browser.get_cookie("session").value)
-    store = app.extensions["single_session"].store
+    browser, second, store = logged_in_with_another_tab(app)
     seen = while_first_moves(
         store, "load", lambda: second.post(f"/login/alice{remember}")
     )

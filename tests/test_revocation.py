@@ -24,6 +24,15 @@ def who(client):
     return client.get("/me").json["user"]
 
 
+def _add_why(app):
+    """A page that says why the device was signed out, and what was flashed."""
+
+    @app.get("/why")
+    def why():
+        reason = single_session.revocation()
+        return {"reason": reason and reason.reason, "flashed": get_flashed_messages()}
+
+
 def test_evicted_device_learns_why(app, collection):
     revoked = Recorder(session_revoked, app)
     seen = {}
@@ -128,10 +137,7 @@ def test_in_flight_request_does_not_bring_a_revoked_session_back(
             session["written_after_revocation"] = True
         return "ok"
 
-    @app.get("/login-page")
-    def login_page():
-        reason = single_session.revocation()
-        return {"reason": reason and reason.reason, "flashed": get_flashed_messages()}
+    _add_why(app)
 
     phone, laptop = app.test_client(), app.test_client()
     phone.post("/login/alice")
@@ -157,7 +163,7 @@ def test_in_flight_request_does_not_bring_a_revoked_session_back(
     # closed meanwhile keeps it), so that its next request is told why.
     assert not response.headers.getlist("Set-Cookie")
     assert (phone.get_cookie("session").expires is not None) == permanent
-    told = phone.get("/login-page").json
+    told = phone.get("/why").json
     assert told["reason"] == "signed_in_elsewhere"
     assert len(told["flashed"]) == 1
     assert [call["reason"] for call in revoked.calls] == ["signed_in_elsewhere"]
@@ -182,10 +188,7 @@ def test_a_login_revoked_while_its_request_runs_still_hands_over_its_id(app, rem
         session["welcome"] = True  # a write after the login (a flash, say)
         return "ok"
 
-    @app.get("/why")
-    def why():
-        reason = single_session.revocation()
-        return {"reason": reason and reason.reason, "flashed": get_flashed_messages()}
+    _add_why(app)
 
     phone, laptop = app.test_client(), app.test_client()
     phone.post("/set/cart", json=[1])  # an anonymous session first
