@@ -97,12 +97,6 @@ class SessionInfo:
     remembered: bool
 
 
-def _seconds(value: t.Any) -> timedelta:
-    if isinstance(value, timedelta):
-        return value
-    return timedelta(seconds=float(value))
-
-
 class _State:
     """What the extension keeps for one app, in ``app.extensions["single_session"]``."""
 
@@ -125,7 +119,8 @@ class _State:
         return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
     def idle_lifetime(self) -> timedelta:
-        return _seconds(self.app.permanent_session_lifetime)
+        # (Flask's config attribute is a timedelta already.)
+        return self.app.permanent_session_lifetime
 
     def absolute_lifetime(self) -> timedelta | None:
         value = self.config["SINGLE_SESSION_ABSOLUTE_LIFETIME"]
@@ -142,6 +137,13 @@ class _State:
     def max_size(self) -> int | None:
         size: int | None = self.config["SINGLE_SESSION_MAX_SIZE"]
         return size
+
+    def remember_ids(self, value: str) -> tuple[str, ...] | None:
+        """The (series, token) in a remember-me cookie value of this library's,
+        or ``None``. The value is wrapped in Flask-Login's format ("value|HMAC");
+        only the inner, signed value counts."""
+        signer = self.remember_signer.get(self.app)
+        return None if signer is None else signer.unsign(value.rsplit("|", 1)[0])
 
     def refresh_remember(self) -> bool:
         return bool(self.config.get("REMEMBER_COOKIE_REFRESH_EACH_REQUEST"))

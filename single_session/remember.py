@@ -103,9 +103,7 @@ def restore(
 ) -> None:
     """Log the device in from its remember-me cookie, if it is valid."""
     session.remember_pending = False
-    signer = state.remember_signer.get(app)
-    value = request.cookies.get(cookie_name(app), "").rsplit("|", 1)[0]
-    ids = signer.unsign(value) if signer else None
+    ids = state.remember_ids(request.cookies.get(cookie_name(app), ""))
     if ids is None:
         # Not ours: garbage, or Flask-Login's own user-id cookie. The "clear"
         # that open_session left in the session makes Flask-Login ignore it;
@@ -235,9 +233,7 @@ def remembered_session(
     """The live session this device's remember-me cookie holds (its token
     current), without restoring it: a login on the device replaces it."""
     session.remember_pending = False
-    signer = state.remember_signer.get(app)
-    value = request.cookies.get(cookie_name(app), "").rsplit("|", 1)[0]
-    ids = signer.unsign(value) if signer else None
+    ids = state.remember_ids(request.cookies.get(cookie_name(app), ""))
     if ids is None:
         return None
     series, token = ids

@@ -304,13 +304,13 @@ class ServerSessionInterface(SessionInterface):
                 session.unavailable is None and not session.frozen
             )
             if session.revoked_remember is not None and _same_series(
-                app, state, cookie, session.revoked_remember
+                state, cookie, session.revoked_remember
             ):
                 # The remember-me of the very device this request is told about
                 # (it went with its session): told once, now; the cookie goes.
                 session.remember_pending = False
                 session.remember_cookie = "delete"
-        elif not _is_own_remember_cookie(app, state, cookie):
+        elif state.remember_ids(cookie) is None:
             # Beside a login, this library's own cookie stays readable (for
             # login_remembered()); any other is blocked as well.
             dict.__setitem__(session, "_remember", "clear")
@@ -464,15 +464,9 @@ class ServerSessionInterface(SessionInterface):
         return session.was_permanent or bool(dict.get(session, "_permanent"))
 
 
-def _is_own_remember_cookie(app: Flask, state: _State, value: str) -> bool:
-    signer = state.remember_signer.get(app)
-    return signer is not None and signer.unsign(value.rsplit("|", 1)[0]) is not None
-
-
-def _same_series(app: Flask, state: _State, value: str, series_hash: str) -> bool:
+def _same_series(state: _State, value: str, series_hash: str) -> bool:
     """Whether a remember-me cookie holds the series ``series_hash`` names."""
-    signer = state.remember_signer.get(app)
-    ids = signer.unsign(value.rsplit("|", 1)[0]) if signer is not None else None
+    ids = state.remember_ids(value)
     return ids is not None and same_hash(hash_id(ids[0]), series_hash)
 
 
