@@ -61,10 +61,14 @@ class RequestBudget:
 INDEXES: list[tuple[str, list[tuple[str, int]], dict[str, t.Any]]] = [
     # A user's sessions, in login order (eviction, listing, logout everywhere).
     # (_id last, so the tie-break of the login order is in the index too.)
+    # Partial, not sparse: a sparse compound index holds every document that
+    # has any of its keys, and every document has an _id. Anonymous sessions
+    # and tombstones (which lose user_id) stay out of it; every query on it
+    # has an equality on user_id, which implies the filter.
     (
         "single_session_user",
         [("user_id", 1), ("login_at", 1), ("_id", 1)],
-        {"sparse": True},
+        {"partialFilterExpression": {"user_id": {"$exists": True}}},
     ),
     # Leftovers (expired sessions, tombstones) are removed by MongoDB itself.
     ("single_session_purge", [("purge_at", 1)], {"expireAfterSeconds": 0}),
@@ -136,6 +140,8 @@ def _index_in_the_way(
                 bool(info.get("unique")) == bool(options.get("unique"))
                 and bool(info.get("sparse")) == bool(options.get("sparse"))
                 and info.get("expireAfterSeconds") == options.get("expireAfterSeconds")
+                and info.get("partialFilterExpression")
+                == options.get("partialFilterExpression")
             )
             if not (same_keys and same_options):
                 return other

@@ -27,6 +27,11 @@ CONFLICTS = {
         {"name": "single_session_remember", "sparse": True, "unique": True},
         "single_session_remember",
     ),
+    "same name and keys, sparse rather than partial (0.1.0.dev)": (
+        [("user_id", 1), ("login_at", 1), ("_id", 1)],
+        {"name": "single_session_user", "sparse": True},
+        "single_session_user",
+    ),
     "same keys, other name": (
         [("purge_at", 1)],
         {"name": "purge_ttl", "expireAfterSeconds": 0},
@@ -95,6 +100,10 @@ def test_after_dropping_the_conflict_it_works(raw_collection):
     info = raw_collection.index_information()["single_session_user"]
     (keys,) = [keys for name, keys, _ in INDEXES if name == "single_session_user"]
     assert [tuple(k) for k in info["key"]] == keys
+    # Only bound sessions: a sparse compound index would hold every document
+    # (each has an _id), anonymous sessions and tombstones included.
+    assert info["partialFilterExpression"] == {"user_id": {"$exists": True}}
+    assert "sparse" not in info
 
 
 def test_cli_create_indexes_reports_duplicate_slot_keys(raw_collection):
