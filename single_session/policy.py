@@ -24,6 +24,7 @@ from datetime import datetime
 from . import serialization
 from .exceptions import LoginDenied
 from .exceptions import SessionStoreUnavailable
+from .sessions import aware
 from .sessions import insert_new
 from .sessions import is_moving
 from .sessions import new_document
@@ -71,6 +72,11 @@ def bind(
     document = new_document(state, stored, now)
     document["user_id"] = user_id
     document["login_at"] = login_at or now
+    if rotating and session.document is not None:
+        # The same session under a new id, not a new sign-in: it keeps its
+        # age, or "log out other devices" pressed now and then would keep a
+        # (stolen) session alive past its absolute lifetime.
+        _keep_age(document, session.document)
     if remember is not None:
         document["remember"] = remember
         document["purge_at"] = max(document["purge_at"], remember["expires_at"])
@@ -154,6 +160,16 @@ def bind(
     session.mark_written()
     session.written_early = True
     return ended_meanwhile
+
+
+def _keep_age(document: dict[str, t.Any], old: dict[str, t.Any]) -> None:
+    document["created_at"] = old["created_at"]
+    absolute = old.get("absolute_expires_at")
+    if isinstance(absolute, datetime):
+        absolute = aware(absolute)
+        document["absolute_expires_at"] = absolute
+        document["expires_at"] = min(document["expires_at"], absolute)
+        document["purge_at"] = document["expires_at"]
 
 
 def take_back(

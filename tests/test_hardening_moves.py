@@ -513,3 +513,30 @@ def test_two_moves_started_in_the_same_millisecond(raw_collection):
     now = app.extensions["single_session"].now()
     assert store.take(document["_id"], now) is not None
     assert store.take(document["_id"], now) is None
+
+
+def test_logout_others_keeps_the_absolute_lifetime(raw_collection):
+    # logout_others gives the session a new id, not a new sign-in: pressing it
+    # now and then (with a stolen cookie, say) must not keep the session alive
+    # past SINGLE_SESSION_ABSOLUTE_LIFETIME.
+    app = _with_logout_others(
+        make_app(
+            raw_collection,
+            SINGLE_SESSION_ABSOLUTE_LIFETIME=3600,
+            SINGLE_SESSION_MAX_SESSIONS=None,
+        )
+    )
+    clock = app.extensions["single_session"].clock
+    thief = app.test_client()
+    thief.post("/login/alice")
+    (first,) = stored(raw_collection, user_id="alice")
+    for _ in range(2):
+        clock.advance(minutes=25)
+        assert thief.post("/logout-others").json["user"] == "alice"
+    (moved,) = stored(raw_collection, user_id="alice")
+    assert moved["_id"] != first["_id"]
+    assert moved["created_at"] == first["created_at"]
+    assert moved["absolute_expires_at"] == first["absolute_expires_at"]
+    assert moved["expires_at"] <= moved["absolute_expires_at"]
+    clock.advance(minutes=15)  # 65 minutes after the sign-in
+    assert thief.get("/me").json["user"] is None
