@@ -119,7 +119,7 @@ def restore(
             # Revoked while the device was away (its browser closed): tell it
             # why, as a device coming back with its session cookie is told.
             tombstone = store.find_revoked_remembered(hash_id(series))
-            if tombstone is not None:
+            if tombstone is not None and store.claim_tombstone(tombstone["_id"], now):
                 session.revocation = revocation_from_document(tombstone)
         session.remember_cookie = "delete"
         return

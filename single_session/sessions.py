@@ -349,7 +349,8 @@ class ServerSessionInterface(SessionInterface):
             revocation = revocation_from_document(document)
             if revocation is not None:
                 session = _stale_session(budget)
-                session.revocation = revocation
+                if state.store.claim_tombstone(key, now):
+                    session.revocation = revocation  # told once, on this request
                 remember = document.get("remember")
                 if isinstance(remember, dict) and isinstance(
                     remember.get("series"), str

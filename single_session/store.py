@@ -404,6 +404,23 @@ class SessionStore:
     # place goes to its successor. A move abandoned half-way (a failure, a
     # crash) can be taken again after MOVE_LEASE.
 
+    def claim_tombstone(self, key: str, now: datetime) -> bool:
+        """Mark the tombstone ``key`` as told; returns whether this call did, so
+        that a device is told why once, not on every replay of its old cookie
+        (two tabs, a bot, a stolen cookie sent again and again). A retry after
+        a lost reply finds its own claim."""
+        claim = secrets.token_hex(8)
+        query = {
+            "_id": key,
+            "revoked": {"$type": "object"},
+            "revoked.told": {"$in": [None, claim]},
+        }
+        update = {"$set": {"revoked.told": claim, "revoked.told_at": now}}
+        result = self._call(
+            lambda: self.collection.update_one(query, update), retry=True
+        )
+        return result.matched_count == 1
+
     def find_revoked_remembered(self, series: str) -> Document | None:
         """The tombstone of a remembered device, found by its series hash."""
         query = {"remember.series": series, "revoked": {"$exists": True}}

@@ -278,3 +278,54 @@ def test_logout_others_reason_and_message(app):
     }
     assert [call["reason"] for call in revoked.calls] == ["logout_others"]
     assert who(laptop) == "alice"
+
+
+def test_an_old_cookie_sent_again_and_again_is_told_once(app, collection):
+    # A bot, a stolen cookie, or a second tab: each request that comes back with
+    # the revoked session's cookie (ignoring the Set-Cookie of the answers) is
+    # not told again, and stores nothing.
+    _add_why(app)
+    revoked = Recorder(session_revoked, app)
+    phone, laptop, replay = (app.test_client() for _ in range(3))
+    phone.post("/login/alice")
+    old = phone.get_cookie("session").value
+    laptop.post("/login/alice")
+
+    answers = []
+    for _ in range(5):
+        replay.set_cookie("session", old)
+        answers.append(replay.get("/why").json)
+    assert answers[0] == {
+        "reason": "signed_in_elsewhere",
+        "flashed": [
+            "You were signed out because your account signed in on another device."
+        ],
+    }
+    assert answers[1:] == [{"reason": None, "flashed": []}] * 4
+    assert len(revoked.calls) == 1
+    # The tombstone, the laptop's session, and nothing else: the flash of the
+    # first answer was read in the same request.
+    assert len(stored(collection)) == 2
+    # The device itself, coming back later, is not told twice either.
+    assert phone.get("/why").json == {"reason": None, "flashed": []}
+
+
+def test_a_revoked_remembered_device_is_told_once(app, collection):
+    _add_why(app)
+    revoked = Recorder(session_revoked, app)
+    phone = app.test_client()
+    phone.post("/login/alice?remember=1")
+    remember_cookie = phone.get_cookie("remember_token").value
+    with app.app_context():
+        logout_everywhere("alice")
+
+    answers = []
+    for _ in range(3):
+        device = app.test_client()  # the browser restarted, remember-me only
+        device.set_cookie("remember_token", remember_cookie)
+        answers.append((device.get("/why").json, device.get_cookie("remember_token")))
+    assert answers[0][0]["reason"] == "logout_everywhere"
+    assert [a[0] for a in answers[1:]] == [{"reason": None, "flashed": []}] * 2
+    assert all(cookie is None for _, cookie in answers)  # deleted each time
+    assert len(revoked.calls) == 1
+    assert len(stored(collection)) == 1  # the tombstone alone
