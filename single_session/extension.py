@@ -641,7 +641,10 @@ def _on_user_accessed(app: Flask, **extra: t.Any) -> None:
     the app's before_request functions (a user_loader may rely on them), and
     only for requests that look at the user."""
     session = _current_session()
-    if session is None or not session.remember_pending or session.saved:
+    if session is None:
+        return
+    _guard_remember_cookie(app)
+    if not session.remember_pending or session.saved:
         # (After the response's cookies were set, as in a streamed body, a
         # restore could not hand the device its new token: the user stays
         # anonymous there, and the next request restores.)
@@ -654,6 +657,34 @@ def _on_user_accessed(app: Flask, **extra: t.Any) -> None:
         raise
     if session.revocation is not None and not told:
         _tell_why(app, session.revocation)  # revoked while it was restored
+
+
+def _guard_remember_cookie(app: Flask) -> None:
+    """Keep Flask-Login from reading this library's remember-me cookie itself.
+
+    It does so when the session's user does not load (deleted, disabled) and
+    the session does not say "clear", which this library cannot put beside a
+    login without breaking ``login_remembered()``. It would then hand the
+    cookie's series and token to the ``user_loader`` as a user id: a 500 with
+    the usual ``int()`` loader, and a secret in the app's hands. The cookie is
+    this library's to restore (with per-device tokens); Flask-Login's own
+    cookie format, or any other, still reaches Flask-Login's code (to be
+    refused by "clear"). Installed once per LoginManager, when the first
+    request asks for the user, since the app may set it up after
+    ``init_app``."""
+    login_manager = getattr(app, "login_manager", None)
+    read_cookie = getattr(login_manager, "_load_user_from_remember_cookie", None)
+    if read_cookie is None or getattr(read_cookie, "single_session_guard", False):
+        return
+
+    def load_user_from_remember_cookie(cookie: str) -> t.Any:
+        state = current_app.extensions.get(EXTENSION_NAME)
+        if state is not None and state.remember_ids(cookie) is not None:
+            return None
+        return read_cookie(cookie)
+
+    load_user_from_remember_cookie.single_session_guard = True  # type: ignore[attr-defined]
+    login_manager._load_user_from_remember_cookie = load_user_from_remember_cookie  # type: ignore[union-attr]
 
 
 def _on_user_logged_in(app: Flask, user: t.Any = None, **extra: t.Any) -> None:

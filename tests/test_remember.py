@@ -478,3 +478,36 @@ def test_a_remembered_device_revoked_while_away_is_told_why(collection):
     assert remember_cookie(phone) is None
     # Told once.
     assert phone.get("/why").json == {"user": None, "reason": None, "flashed": []}
+
+
+def test_a_user_who_no_longer_loads_is_anonymous_not_a_500(collection):
+    # The account of a remembered, signed-in device is deleted. Flask-Login
+    # then falls back to the remember cookie on its own and would hand this
+    # library's token to the user_loader as a user id: with the usual int()
+    # loader, a 500 on every request, and a secret in the app's hands.
+    app = make_app(collection)
+    accounts = {5: USERS["alice"]}
+    asked = []
+
+    @app.login_manager.user_loader
+    def load_user(user_id):
+        asked.append(user_id)
+        return accounts.get(int(user_id))
+
+    @app.post("/login-5")
+    def login_5():
+        login_user(accounts[5], remember=True)
+        return {"ok": True}
+
+    USERS["alice"].id, alice_id = 5, USERS["alice"].id
+    try:
+        device = app.test_client()
+        assert device.post("/login-5").status_code == 200
+        assert device.get("/me").json["user"] == "5"
+        del accounts[5]
+        answers = [device.get("/me") for _ in range(3)]
+    finally:
+        USERS["alice"].id = alice_id
+    assert [r.status_code for r in answers] == [200, 200, 200]
+    assert [r.json["user"] for r in answers] == [None, None, None]
+    assert set(asked) == {"5"}  # only ever a user id
