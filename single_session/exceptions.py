@@ -57,13 +57,19 @@ class SessionDataError(SingleSessionError, ValueError):
 
 
 class SessionTooLarge(SessionDataError):
-    """The serialized session is larger than ``SINGLE_SESSION_MAX_SIZE``."""
+    """The serialized session is larger than ``SINGLE_SESSION_MAX_SIZE`` (or,
+    whatever that says, than a MongoDB document can hold)."""
 
-    def __init__(self, size: int, limit: int) -> None:
+    def __init__(self, size: int, limit: int, *, setting: bool = True) -> None:
+        source = (
+            "SINGLE_SESSION_MAX_SIZE"
+            if setting
+            else "what a MongoDB document can hold beside the rest of the session"
+        )
         super().__init__(
             f"The session is {size} bytes, over the limit of {limit} bytes"
-            " (SINGLE_SESSION_MAX_SIZE). Store large data elsewhere and keep a"
-            " reference in the session."
+            f" ({source}). Store large data elsewhere and keep a reference in"
+            " the session."
         )
         self.size = size
         self.limit = limit

@@ -124,6 +124,15 @@ def may_change_in_place(values: t.Iterable[t.Any]) -> bool:
 #: For each key of a session: a value, and its field name and text.
 Entries = dict[str, tuple[t.Any, str, str]]
 
+#: The most a session's contents may take whatever ``SINGLE_SESSION_MAX_SIZE``
+#: says (``None`` included): MongoDB refuses a document over 16 MiB (with an
+#: error that is no database failure), and the document holds more than the
+#: contents. The 1 MiB left covers its other fields and BSON's bytes per key.
+MONGODB_MAX_DATA = 15 * 1024 * 1024
+#: BSON's bytes around each stored key: type, the name's end, the string's
+#: length and end.
+_PER_FIELD = 7
+
 
 def dump_data(
     data: t.Mapping[str, t.Any],
@@ -152,12 +161,14 @@ def dump_data(
                 )
             entry = (value, escape_key(key), dump_value(key, value))
         entries[key] = entry
-        stored[entry[1]] = entry[2]
-        # The texts are ASCII (load_data accepts no others); a field is counted
-        # in characters.
-        size += len(entry[1]) + len(entry[2])
+        field = entry[1]
+        stored[field] = entry[2]
+        # The texts are ASCII (load_data accepts no others); a field may not be.
+        size += (len(field) if field.isascii() else len(field.encode())) + len(entry[2])
     if max_size is not None and size > max_size:
         raise SessionTooLarge(size, max_size)
+    if size + _PER_FIELD * len(stored) > MONGODB_MAX_DATA:
+        raise SessionTooLarge(size, MONGODB_MAX_DATA, setting=False)
     return stored, entries
 
 

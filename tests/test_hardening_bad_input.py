@@ -222,6 +222,38 @@ def test_oversized_new_session_stores_nothing(collection):
     assert client.get_cookie("session") is None
 
 
+def test_no_limit_still_stops_below_what_mongodb_holds(collection):
+    # With SINGLE_SESSION_MAX_SIZE = None, a session over MongoDB's 16 MiB is
+    # refused as too large by the library (a real server would refuse the
+    # document with an error that is no database failure: a bare 500).
+    app = make_app(collection, SINGLE_SESSION_MAX_SIZE=None)
+    client = logged_in(app)
+    before = stored(collection)
+    with pytest.raises(SessionTooLarge, match="MongoDB document") as info:
+        client.post("/set/big", json="x" * (16 * 1024 * 1024))
+    assert info.value.limit < 16 * 1024 * 1024
+    assert stored(collection) == before
+    assert client.get("/get/cart").json["value"] == ["apple"]
+
+
+def test_the_size_counts_a_key_in_utf8_bytes(collection):
+    app = make_app(collection, SINGLE_SESSION_MAX_SIZE=1500)
+
+    @app.post("/set-wide-key")
+    def set_wide_key():
+        session["é" * 700] = 1  # 700 characters, 1,400 bytes
+        return {"ok": True}
+
+    @app.post("/set-wider-key")
+    def set_wider_key():
+        session["é" * 800] = 1  # 800 characters, 1,600 bytes
+        return {"ok": True}
+
+    assert app.test_client().post("/set-wide-key").status_code == 200
+    with pytest.raises(SessionTooLarge):
+        app.test_client().post("/set-wider-key")
+
+
 def test_odd_keys_round_trip(app):
     """Keys MongoDB treats specially ('.', '$', empty, NUL) are stored escaped."""
     client = app.test_client()
