@@ -15,6 +15,8 @@ from .exceptions import SessionStoreUnavailable
 from .exceptions import SingleSessionError
 from .extension import _State
 from .extension import get_state
+from .store import INDEX_BUILD_TIMEOUT
+from .store import IndexBuildTimeout
 
 F = t.TypeVar("F", bound=t.Callable[..., t.Any])
 
@@ -31,6 +33,11 @@ def _clear_errors(command: F) -> F:
     def run(*args: t.Any, **kwargs: t.Any) -> t.Any:
         try:
             return command(*args, **kwargs)
+        except IndexBuildTimeout as e:
+            raise click.ClickException(
+                f"The index {e.index!r} was not built within {e.seconds:g} s:"
+                f" {_first_line(e.__cause__ or e)}"
+            ) from e
         except SessionStoreUnavailable as e:
             timeout = config_timeout(current_app.config)
             cause = e.__cause__
@@ -93,7 +100,11 @@ def create_indexes() -> None:
     """Create the indexes single_session needs (safe to run again). The unique
     slot index of SINGLE_SESSION_ON_LIMIT="deny" only when that is configured."""
     store = _state().store
-    store.ensure_indexes(slots=current_app.config["SINGLE_SESSION_ON_LIMIT"] == "deny")
+    store.ensure_indexes(
+        slots=current_app.config["SINGLE_SESSION_ON_LIMIT"] == "deny",
+        # (A build over a large collection takes longer than a request may.)
+        build_timeout=max(store.timeout, INDEX_BUILD_TIMEOUT),
+    )
     click.echo(f"Indexes ready on {store.collection.full_name}.")
 
 

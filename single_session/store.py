@@ -114,6 +114,25 @@ def _not_moving(now: datetime) -> list[Document]:
     return [{"moving": {"$exists": False}}, {"moving": {"$lte": now - MOVE_LEASE}}]
 
 
+#: Building an index over a collection that already holds many sessions takes
+#: longer than a request may wait: ``flask single-session create-indexes``
+#: gives each build this long.
+INDEX_BUILD_TIMEOUT = 3600.0
+#: A request that could not build an index in time leaves it to that command:
+#: the process does not try again (making a request wait) for this long.
+INDEX_RETRY_AFTER = 600.0
+
+
+class IndexBuildTimeout(SessionStoreUnavailable):
+    """An index was not built within the time given to it (the server had
+    answered: most likely a large collection)."""
+
+    def __init__(self, index: str, seconds: float) -> None:
+        super().__init__()
+        self.index = index
+        self.seconds = seconds
+
+
 # Codes of an index that exists with other options or other keys.
 _INDEX_CONFLICT_CODES = {85, 86}
 
@@ -161,6 +180,16 @@ def _index_conflict(
     )
 
 
+def _log_slow_build(error: IndexBuildTimeout) -> None:
+    logger.warning(
+        "single_session could not build its index %r within %s s (%s): build"
+        " it with 'flask single-session create-indexes'.",
+        error.index,
+        error.seconds,
+        error.__cause__,
+    )
+
+
 class SessionStore:
     """Session documents in one MongoDB collection.
 
@@ -186,6 +215,7 @@ class SessionStore:
         self._pid: int | None = None
         self._lock = threading.Lock()
         self._indexes_ready = False
+        self._indexes_retry_at = 0.0
         self._slot_index_ready = False
 
     # -- plumbing ---------------------------------------------------------
@@ -242,9 +272,15 @@ class SessionStore:
             if budget is not None:
                 budget.spent += time.monotonic() - started
 
-    def ensure_indexes(self, *, slots: bool = False) -> None:
+    def ensure_indexes(
+        self, *, slots: bool = False, build_timeout: float | None = None
+    ) -> None:
         """Create the indexes the library needs (idempotent), with the "deny"
-        slot index if ``slots``. Raises :exc:`IndexConflict` if one is in the way."""
+        slot index if ``slots``. Raises :exc:`IndexConflict` if one is in the
+        way, :exc:`IndexBuildTimeout` if one takes longer than ``build_timeout``
+        (by default ``SINGLE_SESSION_TIMEOUT``, of its own: a request's budget
+        is for its own calls)."""
+        build_timeout = build_timeout or self.timeout
         collection = self.collection
         # Compared here rather than left to the server's error (codes 85/86)
         # alone: the message can name the index to drop, and mongomock, which
@@ -254,13 +290,18 @@ class SessionStore:
             other = _index_in_the_way(existing, name, keys, options)
             if other is not None:
                 raise _index_conflict(collection, other, name, existing[other])
+            if name in existing:
+                continue  # there, as it should be
             try:
                 self._call(
                     functools.partial(
                         collection.create_index, keys, name=name, **options
                     ),
                     retry=True,
+                    timeout=build_timeout,
                 )
+            except SessionStoreUnavailable as e:
+                raise IndexBuildTimeout(name, build_timeout) from e.__cause__
             except OperationFailure as e:
                 if e.code in _INDEX_CONFLICT_CODES:
                     detail = (e.details or {}).get("errmsg", e)
@@ -280,14 +321,20 @@ class SessionStore:
         self._slot_index_ready = self._slot_index_ready or slots
 
     def ensure_slot_index(self) -> None:
-        """The "deny" slot index, once per process, before the first admission."""
+        """The "deny" slot index, once per process, before the first admission.
+        Admission is not safe without it: a build that takes too long fails the
+        login (a 503), every time, until the index exists."""
         if not self._slot_index_ready:
-            self.ensure_indexes(slots=True)
+            try:
+                self.ensure_indexes(slots=True)
+            except IndexBuildTimeout as e:
+                _log_slow_build(e)
+                raise
 
     def _ensure_indexes_once(self) -> None:
         # Lazily, on the first write, so that init_app never waits for the
         # database. A failure is logged and tried again on the next write.
-        if self._indexes_ready:
+        if self._indexes_ready or time.monotonic() < self._indexes_retry_at:
             return
         # SessionStoreUnavailable and IndexConflict are not PyMongoErrors: an
         # outage or an index in the way still fails the request, loudly.
@@ -295,6 +342,11 @@ class SessionStore:
             self.ensure_indexes()
         except PyMongoError as e:
             logger.warning("single_session could not create its indexes: %s", e)
+        except IndexBuildTimeout as e:
+            # The sessions work without the indexes, only slower: the request
+            # goes on, and the build is left to the operator's command.
+            self._indexes_retry_at = time.monotonic() + INDEX_RETRY_AFTER
+            _log_slow_build(e)
 
     # -- one session ------------------------------------------------------
 

@@ -83,7 +83,8 @@ def test_matching_indexes_are_accepted_and_created_once(raw_collection, collecti
     assert client.post("/set/cart", json=["apple"]).status_code == 200
     assert client.post("/set/cart", json=["pear"]).status_code == 200
 
-    assert collection.ops(exclude=()).count("create_index") == len(INDEXES)
+    # Already there as they should be: checked, not sent again.
+    assert collection.ops(exclude=()).count("create_index") == 0
     names = set(raw_collection.index_information())
     assert {name for name, _, _ in INDEXES} <= names
 
@@ -118,3 +119,95 @@ def test_cli_create_indexes_reports_duplicate_slot_keys(raw_collection):
     assert result.exit_code == 1
     (line,) = result.output.splitlines()
     assert "'slot_key'" in line and "$unset" in line
+
+
+# -- an index that takes long to build (a large collection) -------------------
+
+
+def _slow_build():
+    from pymongo.errors import ExecutionTimeout
+
+    return ExecutionTimeout("operation exceeded time limit", 50)
+
+
+def test_a_slow_index_build_does_not_fail_the_requests(raw_collection, caplog):
+    # On a collection that already holds many documents, building an index
+    # takes longer than SINGLE_SESSION_TIMEOUT. The sessions work without it:
+    # the request goes on, the operator is told what to run, and the process
+    # does not make every write wait on a build again.
+    from faults import FaultyCollection
+
+    faulty = FaultyCollection(raw_collection)
+    faulty.faults.plan("create_index", _slow_build())
+    app = make_app(faulty)
+    client = app.test_client()
+
+    assert client.post("/set/cart", json=["apple"]).status_code == 200
+    assert "create-indexes" in caplog.text
+    assert client.get("/get/cart").json["value"] == ["apple"]
+    other = app.test_client()
+    assert other.post("/set/cart", json=["pear"]).status_code == 200
+    assert faulty.faults.count("create_index") == 1
+    assert len(stored(raw_collection)) == 2
+
+
+def test_a_slow_slot_index_build_refuses_the_login(raw_collection, caplog):
+    # Under "deny", admission is not safe without the unique slot index: the
+    # login fails (a 503), and nothing is admitted.
+    from faults import FaultyCollection
+
+    faulty = FaultyCollection(raw_collection)
+    app = make_app(faulty, SINGLE_SESSION_ON_LIMIT="deny")
+    app.test_client().post("/set/cart", json=["apple"])  # the other indexes
+    faulty.faults.plan("create_index", _slow_build())
+
+    response = app.test_client().post("/login/alice")
+
+    assert response.status_code == 503
+    assert "single_session_slot" in caplog.text
+    assert stored(raw_collection, user_id="alice") == []
+    assert app.test_client().post("/login/alice").status_code == 200  # built now
+
+
+def test_create_indexes_gives_a_build_an_hour(raw_collection):
+    # The operator's command is where a long build belongs: each create_index
+    # runs under pymongo.timeout of an hour, not SINGLE_SESSION_TIMEOUT.
+    from pymongo import _csot
+
+    seen = []
+
+    class Timed:
+        def __init__(self, inner):
+            self._inner = inner
+
+        def with_options(self, **kwargs):
+            return Timed(self._inner.with_options(**kwargs))
+
+        def __getattr__(self, name):
+            attr = getattr(self._inner, name)
+            if name != "create_index":
+                return attr
+
+            def create_index(*args, **kwargs):
+                seen.append(_csot.get_timeout())
+                return attr(*args, **kwargs)
+
+            return create_index
+
+    app = make_app(Timed(raw_collection))
+    result = app.test_cli_runner().invoke(args=["single-session", "create-indexes"])
+    assert result.exit_code == 0, result.output
+    assert seen and all(s == 3600 for s in seen)
+
+
+def test_create_indexes_reports_a_build_that_took_too_long(raw_collection):
+    from faults import FaultyCollection
+
+    faulty = FaultyCollection(raw_collection)
+    faulty.faults.plan("create_index", _slow_build())
+    app = make_app(faulty)
+    result = app.test_cli_runner().invoke(args=["single-session", "create-indexes"])
+    assert result.exit_code == 1
+    (line,) = result.output.splitlines()
+    assert line.startswith("Error: The index 'single_session_user' was not built")
+    assert "3600 s" in line
