@@ -37,6 +37,7 @@ from .config import timeout as config_timeout
 from .exceptions import ConfigurationError
 from .exceptions import LoginDenied
 from .exceptions import SessionStoreUnavailable
+from .flash_cookie import FlashCookie
 from .sessions import end_login
 from .sessions import is_moving
 from .sessions import LOGIN_KEYS
@@ -109,6 +110,7 @@ class _State:
         self.extension = extension
         self.store = store
         self.session_signer = SignerCache("single_session.session")
+        self.flash_cookie = FlashCookie()
         self.remember_signer = SignerCache("single_session.remember", parts=2)
         #: The clock. Tests replace it to move time forward.
         self.clock: t.Callable[[], datetime] = lambda: datetime.now(timezone.utc)

@@ -29,6 +29,7 @@ from werkzeug.datastructures import CallbackDict
 
 from . import serialization
 from .exceptions import SessionStoreUnavailable
+from .flash_cookie import PREFIX as FLASH_PREFIX
 from .store import DuplicateKeyError
 from .store import MOVE_LEASE
 from .store import RequestBudget
@@ -149,6 +150,11 @@ class ServerSession(CallbackDict, SessionMixin):  # type: ignore[type-arg]
     #: The error Flask is re-raising (in debug or testing): if it is the one
     #: that ends the request, no response goes out, whatever cookies were set.
     no_response: BaseException | None = None
+    #: The cookie value of a session that holds only flashed messages, kept
+    #: in its cookie rather than stored (see :mod:`single_session.flash_cookie`).
+    flash_cookie: str | None = None
+    #: The request came with such a cookie.
+    from_flash_cookie = False
 
     def __init__(self, initial: t.Mapping[str, t.Any] | None = None) -> None:
         super().__init__(initial, _on_update)
@@ -320,6 +326,17 @@ class ServerSessionInterface(SessionInterface):
         value = request.cookies.get(self.get_cookie_name(app))
         if value is None:
             return self.session_class()
+        if value.startswith(FLASH_PREFIX):
+            # Flashed messages alone, kept in the cookie: no query.
+            max_age = int(state.idle_lifetime().total_seconds())
+            data = state.flash_cookie.loads(app, value, max_age)
+            if data is None:
+                return _stale_session()
+            session = self.session_class(data)
+            session.had_cookie = True
+            session.from_flash_cookie = True
+            session.was_permanent = bool(data.get("_permanent"))
+            return session
         signer = state.session_signer.get(app)
         assert signer is not None  # there is a SECRET_KEY
         ids = signer.unsign(value)
@@ -402,7 +419,11 @@ class ServerSessionInterface(SessionInterface):
             state.persist(session)
         elif not session.stored_anew:
             return False  # the database failed: leave the cookie as it is
-        if session.sid is None:
+        if session.sid is None and session.flash_cookie is not None:
+            if session.from_flash_cookie and not self.should_set_cookie(app, session):
+                return False  # the cookie the request came with stands
+            signer, value = None, session.flash_cookie
+        elif session.sid is None:
             if not session.had_cookie:
                 return False  # no cookie, and none to delete
             signer = value = None
@@ -427,11 +448,11 @@ class ServerSessionInterface(SessionInterface):
             "samesite": self.get_cookie_samesite(app),
             "httponly": self.get_cookie_httponly(app),
         }
-        if session.sid is None:
+        if value is None and session.sid is None:
             response.delete_cookie(name, **attributes)
         else:
             if value is None:
-                assert signer is not None  # there is a SECRET_KEY
+                assert signer is not None and session.sid is not None
                 value = signer.sign(session.sid)
             response.set_cookie(
                 name,
@@ -488,6 +509,8 @@ LOGGED_OUT = "logged_out"
 LOGIN_KEYS = ("_user_id", "_fresh", "_id", "_remember", "_remember_seconds")
 #: Keys that say how to keep a session, not what is in it.
 _FLAGS = {*LOGIN_KEYS, "_permanent"}
+#: A session with these keys alone (no login) may live in its cookie.
+_FLASH_ONLY = (_FLAGS - {"_user_id"}) | {"_flashes"}
 
 
 def new_document(
@@ -614,6 +637,15 @@ def write_session(state: _State, session: ServerSession) -> None:
             session.adopt(None, None, {})
         session.mark_written()
         return
+
+    session.flash_cookie = None
+    if document is None and set(session) <= _FLASH_ONLY:
+        # Flashed messages alone (a crawler sent to the login view, a device
+        # told why it was signed out): kept in the cookie, not stored.
+        session.flash_cookie = state.flash_cookie.dumps(state.app, session)
+        if session.flash_cookie is not None:
+            session.mark_written()
+            return
 
     now = state.now()
     if document is None:
