@@ -36,7 +36,9 @@ def _app(collection, **config):
 
 
 def _cookie(response):
-    return [h for h in response.headers.getlist("Set-Cookie") if h.startswith("session=")]
+    return [
+        h for h in response.headers.getlist("Set-Cookie") if h.startswith("session=")
+    ]
 
 
 def test_a_crawler_on_a_protected_page_writes_nothing(collection, raw_collection):
