@@ -576,6 +576,10 @@ def _after_request(response: Response) -> Response:
         else:
             remember.update_cookie(app, session, request, response)
             return response
+    if session.told_claim is not None:
+        # The request that was to tell the device why it was signed out fails,
+        # and leaves its old cookie: the next request tells it.
+        get_state(app).store.release_claim(*session.told_claim)
     if session.stored_anew:
         # A login or restore was stored before the database failed: its cookies
         # go out with the 503, or the stored login would be held by no device

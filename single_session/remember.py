@@ -34,8 +34,10 @@ from .policy import REMEMBER_TOKEN_REUSED
 from .policy import take_back
 from .sessions import aware
 from .sessions import LOGIN_KEYS
+from .sessions import Revocation
 from .sessions import revocation_from_document
 from .sessions import ServerSession
+from .sessions import tell_once
 from .tokens import hash_id
 from .tokens import new_id
 from .tokens import same_hash
@@ -119,8 +121,8 @@ def restore(
             # Revoked while the device was away (its browser closed): tell it
             # why, as a device coming back with its session cookie is told.
             tombstone = store.find_revoked_remembered(hash_id(series))
-            if tombstone is not None and store.claim_tombstone(tombstone["_id"], now):
-                session.revocation = revocation_from_document(tombstone)
+            if tombstone is not None and _may_be_told(tombstone, token):
+                tell_once(state, session, tombstone, now)
         session.remember_cookie = "delete"
         return
     remembered = document["remember"]
@@ -146,6 +148,16 @@ def restore(
             now,
         )
         session.remember_cookie = "delete"
+        # This copy of the cookie is told now; the one that holds the current
+        # token is told when it comes back (which of the two is the thief
+        # cannot be known).
+        handle = document.get("handle")
+        session.revocation = Revocation(
+            reason=REMEMBER_TOKEN_REUSED,
+            at=now,
+            user_id=document["user_id"],
+            handle=handle if isinstance(handle, str) else None,
+        )
         return
 
     user_id = document["user_id"]
@@ -225,6 +237,19 @@ def restore(
         user_loaded_from_cookie.send(app, user=user)
     finally:
         session.binding = False
+
+
+def _may_be_told(tombstone: dict[str, t.Any], token: str) -> bool:
+    """Whether a remember-me cookie with ``token`` may be told why the device
+    was revoked. After a reused token, only the copy that held the current
+    token: the stale copy was told when it was used, and a thief who tries it
+    again must not take the one telling from the real device."""
+    revoked = tombstone.get("revoked")
+    if not isinstance(revoked, dict) or revoked.get("reason") != REMEMBER_TOKEN_REUSED:
+        return True
+    held = tombstone.get("remember")
+    held = held.get("token") if isinstance(held, dict) else None
+    return isinstance(held, str) and same_hash(held, hash_id(token))
 
 
 def remembered_session(

@@ -168,6 +168,7 @@ def dump_data(
     if max_size is not None and size > max_size:
         raise SessionTooLarge(size, max_size)
     if size + _PER_FIELD * len(stored) > MONGODB_MAX_DATA:
+        size += _PER_FIELD * len(stored)
         raise SessionTooLarge(size, MONGODB_MAX_DATA, setting=False)
     return stored, entries
 

@@ -155,6 +155,12 @@ class ServerSession(CallbackDict, SessionMixin):  # type: ignore[type-arg]
     flash_cookie: str | None = None
     #: The request came with such a cookie.
     from_flash_cookie = False
+    #: (tombstone ``_id``, claim) while this request has the telling of a
+    #: revocation: released if the request fails, so that the next one tells.
+    told_claim: tuple[str, str] | None = None
+    #: The cookie named a revoked session that a parallel request of the
+    #: browser was just told about: this one leaves the cookie alone.
+    leave_cookie = False
 
     def __init__(self, initial: t.Mapping[str, t.Any] | None = None) -> None:
         super().__init__(initial, _on_update)
@@ -259,6 +265,35 @@ def session_from_document(document: dict[str, t.Any]) -> ServerSession:
     return session
 
 
+#: A request that comes back with the cookie of a revoked session told this
+#: recently is taken for a parallel request of the browser that was told (two
+#: tabs): it leaves the cookie to that one's response.
+TOLD_GRACE = timedelta(seconds=30)
+
+
+def tell_once(
+    state: _State, session: ServerSession, tombstone: dict[str, t.Any], now: datetime
+) -> None:
+    """Give this request the telling of why ``tombstone``'s session was revoked
+    (``session.revocation``) if no request had it yet: a device is told once,
+    and a replay of its old cookie (a bot, a thief) is just anonymous."""
+    revocation = revocation_from_document(tombstone)
+    if revocation is None:
+        return
+    told_at = tombstone["revoked"].get("told_at")
+    if tombstone["revoked"].get("told") is not None:
+        if isinstance(told_at, datetime) and now - aware(told_at) < TOLD_GRACE:
+            session.leave_cookie = True
+        return
+    # Kept on the session before the call: a request that fails after the
+    # claim (even one whose reply was lost) releases it.
+    session.told_claim = (tombstone["_id"], secrets.token_hex(8))
+    if state.store.claim_tombstone(*session.told_claim, now):
+        session.revocation = revocation
+    else:
+        session.told_claim = None
+
+
 def revocation_from_document(document: dict[str, t.Any]) -> Revocation | None:
     revoked = document.get("revoked")
     if not isinstance(revoked, dict):
@@ -348,6 +383,7 @@ class ServerSessionInterface(SessionInterface):
         # The request's first database calls, made before its session exists:
         # they count against the request's budget all the same.
         budget = RequestBudget()
+        told: ServerSession | None = None
         try:
             now = state.now()
             document = state.store.load(key, now, budget)
@@ -363,11 +399,9 @@ class ServerSessionInterface(SessionInterface):
                 # document that the TTL monitor has not removed yet goes now.
                 state.store.discard(key, budget)
                 return _stale_session(budget)
-            revocation = revocation_from_document(document)
-            if revocation is not None:
-                session = _stale_session(budget)
-                if state.store.claim_tombstone(key, now):
-                    session.revocation = revocation  # told once, on this request
+            if revocation_from_document(document) is not None:
+                session = told = _stale_session(budget)
+                tell_once(state, session, document, now)
                 remember = document.get("remember")
                 if isinstance(remember, dict) and isinstance(
                     remember.get("series"), str
@@ -383,7 +417,8 @@ class ServerSessionInterface(SessionInterface):
                 state.store.delete(key, budget=budget)
                 return _stale_session(budget)
         except SessionStoreUnavailable as e:
-            session = self.session_class()
+            # (A session that was being told keeps its claim, to release it.)
+            session = told if told is not None else self.session_class()
             session.unavailable = e
             session.had_cookie = True
             return session
@@ -424,8 +459,8 @@ class ServerSessionInterface(SessionInterface):
                 return False  # the cookie the request came with stands
             signer, value = None, session.flash_cookie
         elif session.sid is None:
-            if not session.had_cookie:
-                return False  # no cookie, and none to delete
+            if not session.had_cookie or session.leave_cookie:
+                return False  # no cookie, or one left to a parallel request
             signer = value = None
         else:
             signer = state.session_signer.get(app)
@@ -631,6 +666,7 @@ def write_session(state: _State, session: ServerSession) -> None:
         # session.permanent in a before_request function, for every visitor.)
         dict.clear(session)
 
+    session.flash_cookie = None
     if not session:
         if document is not None:
             store.delete(document["_id"])
@@ -638,7 +674,6 @@ def write_session(state: _State, session: ServerSession) -> None:
         session.mark_written()
         return
 
-    session.flash_cookie = None
     if document is None and set(session) <= _FLASH_ONLY:
         # Flashed messages alone (a crawler sent to the login view, a device
         # told why it was signed out): kept in the cookie, not stored.

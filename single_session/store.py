@@ -30,6 +30,8 @@ from pymongo import WriteConcern
 from pymongo.errors import AutoReconnect
 from pymongo.errors import ConnectionFailure
 from pymongo.errors import DuplicateKeyError
+from pymongo.errors import ExecutionTimeout
+from pymongo.errors import NetworkTimeout
 from pymongo.errors import OperationFailure
 from pymongo.errors import PyMongoError
 from pymongo.errors import ServerSelectionTimeoutError
@@ -88,13 +90,13 @@ SLOT_INDEX: tuple[str, list[tuple[str, int]], dict[str, t.Any]] = (
 )
 
 #: The fields a tombstone loses: it keeps only why and when it was revoked (and
-#: a remembered device's series hash, to tell that device why when it comes
-#: back with its remember-me cookie alone).
+#: a remembered device's series hash and current token hash, to tell that
+#: device why when it comes back with its remember-me cookie alone, and not a
+#: copy of the cookie with an older token).
 _TOMBSTONE_UNSET = {
     "data": "",
     "user_id": "",
     "login_at": "",
-    "remember.token": "",
     "remember.previous": "",
     "remember.rotated_at": "",
     "remember.expires_at": "",
@@ -301,7 +303,13 @@ class SessionStore:
                     timeout=build_timeout,
                 )
             except SessionStoreUnavailable as e:
-                raise IndexBuildTimeout(name, build_timeout) from e.__cause__
+                # The server answered index_information: a timeout now is the
+                # build taking its time (a connection failure is tried again
+                # on the next write, as any).
+                cause = e.__cause__
+                if isinstance(cause, (ExecutionTimeout, NetworkTimeout)):
+                    raise IndexBuildTimeout(name, build_timeout) from cause
+                raise
             except OperationFailure as e:
                 if e.code in _INDEX_CONFLICT_CODES:
                     detail = (e.details or {}).get("errmsg", e)
@@ -456,12 +464,11 @@ class SessionStore:
     # place goes to its successor. A move abandoned half-way (a failure, a
     # crash) can be taken again after MOVE_LEASE.
 
-    def claim_tombstone(self, key: str, now: datetime) -> bool:
-        """Mark the tombstone ``key`` as told; returns whether this call did, so
-        that a device is told why once, not on every replay of its old cookie
-        (two tabs, a bot, a stolen cookie sent again and again). A retry after
-        a lost reply finds its own claim."""
-        claim = secrets.token_hex(8)
+    def claim_tombstone(self, key: str, claim: str, now: datetime) -> bool:
+        """Mark the tombstone ``key`` as told, by ``claim`` (a random value);
+        returns whether this call did, so that a device is told why once, not
+        on every replay of its old cookie (a bot, a stolen cookie sent again
+        and again). A retry after a lost reply finds its own claim."""
         query = {
             "_id": key,
             "revoked": {"$type": "object"},
@@ -472,6 +479,23 @@ class SessionStore:
             lambda: self.collection.update_one(query, update), retry=True
         )
         return result.matched_count == 1
+
+    def release_claim(self, key: str, claim: str) -> None:
+        """Best effort, when the request that was to tell the device failed (a
+        503, which leaves its old cookie): the next request tells it (with a
+        timeout of its own, the request's budget being spent)."""
+        query = {"_id": key, "revoked.told": claim}
+        update = {"$unset": {"revoked.told": "", "revoked.told_at": ""}}
+        try:
+            self._call(
+                lambda: self.collection.update_one(query, update),
+                retry=True,
+                timeout=self.timeout,
+            )
+        except SessionStoreUnavailable:
+            logger.warning(
+                "single_session could not release the telling of a revocation"
+            )
 
     def find_revoked_remembered(self, series: str) -> Document | None:
         """The tombstone of a remembered device, found by its series hash."""

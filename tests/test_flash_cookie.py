@@ -241,3 +241,20 @@ def test_a_logout_message_needs_no_stored_session(collection, raw_collection):
         ["message", "You were logged out."]
     ]
     assert browser.get("/me").json["user"] is None
+
+
+def test_a_late_after_request_that_empties_the_session(collection):
+    # An after_request function that runs after the extension's (Flask runs
+    # them last registered first) empties the session after the flash cookie
+    # was made: no stale cookie goes out.
+    app = _app(collection)
+
+    def late(response):
+        session.pop("_flashes", None)
+        return response
+
+    app.after_request_funcs.setdefault(None, []).insert(0, late)  # runs last
+    browser = app.test_client()
+    response = browser.post("/flash")
+    assert _cookie(response) == []
+    assert browser.get_cookie("session") is None

@@ -211,3 +211,23 @@ def test_create_indexes_reports_a_build_that_took_too_long(raw_collection):
     (line,) = result.output.splitlines()
     assert line.startswith("Error: The index 'single_session_user' was not built")
     assert "3600 s" in line
+
+
+def test_a_connection_failure_during_a_build_is_no_slow_build(raw_collection, caplog):
+    # A dropped connection is an outage like any other: the write that met it
+    # fails, and the next write tries to build the indexes again (no ten
+    # minutes without them).
+    from pymongo.errors import AutoReconnect
+
+    from faults import FaultyCollection
+
+    faulty = FaultyCollection(raw_collection)
+    faulty.faults.plan(
+        "create_index", AutoReconnect("connection reset"), AutoReconnect("reset")
+    )
+    app = make_app(faulty)
+    assert app.test_client().post("/set/cart", json=["apple"]).status_code == 503
+    assert "not built" not in caplog.text and "could not build" not in caplog.text
+    assert app.test_client().post("/set/cart", json=["pear"]).status_code == 200
+    names = set(raw_collection.index_information())
+    assert {name for name, _, _ in INDEXES} <= names

@@ -242,6 +242,26 @@ def remember_restore_failing_half_way(collection: CountingCollection) -> None:
 
 
 @path
+def telling_a_revoked_device_that_fails(collection: CountingCollection) -> None:
+    # The request that is told why fails (a 503 on its write): it releases the
+    # telling, and the next request is told.
+    app = _app(collection)
+    phone, laptop = app.test_client(), app.test_client()
+    phone.post("/login/alice")
+    laptop.post("/login/alice")
+    store = app.extensions["single_session"].store
+    insert = store.insert
+
+    def fail_once(document: t.Any) -> None:
+        store.insert = insert
+        raise SessionStoreUnavailable()
+
+    store.insert = fail_once
+    assert phone.post("/set/cart", json=["apple"]).status_code == 503
+    assert phone.post("/set/cart", json=["apple"]).status_code == 200
+
+
+@path
 def remember_me(collection: CountingCollection) -> None:
     app = _app(collection, SINGLE_SESSION_MAX_SESSIONS=None)
     c = app.test_client()

@@ -117,7 +117,9 @@ def test_replayed_old_token_is_theft_and_revokes_the_device(app, clock, collecti
     (tombstone,) = [d for d in stored(collection) if "revoked" in d]
     assert tombstone["revoked"]["reason"] == "remember_token_reused"
     assert "data" not in tombstone
-    assert set(tombstone["remember"]) == {"series"}  # no token left to use
+    # Hashes alone, nothing to log in with: the series, and the token the
+    # device held (so that only that copy of the cookie is told why).
+    assert set(tombstone["remember"]) == {"series", "token"}
 
 
 def test_parallel_restores_of_one_browser_are_not_theft(app, collection):

@@ -332,3 +332,94 @@ def test_a_revoked_remembered_device_is_told_once(app, collection):
     assert all(cookie is None for _, cookie in answers)  # deleted each time
     assert len(revoked.calls) == 1
     assert len(stored(collection)) == 1  # the tombstone alone
+
+
+def test_a_thief_retrying_a_stale_remember_cookie_does_not_take_the_telling(app, clock):
+    # The phone rotated its token; a copy of the old one is used later: the
+    # device is revoked for a reused token. The copy is told in the request
+    # that used it; trying it again tells nothing; the phone, which holds the
+    # current token, is told when it comes back.
+    _add_why(app)
+    revoked = Recorder(session_revoked, app)
+    phone = app.test_client()
+    phone.post("/login/alice?remember=1")
+    stolen = phone.get_cookie("remember_token").value
+    phone.delete_cookie("session")
+    assert who(phone) == "alice"  # restored: the token rotates
+    clock.advance(seconds=60)
+
+    thief = app.test_client()
+    thief.set_cookie("remember_token", stolen)
+    assert thief.get("/why").json["reason"] == "remember_token_reused"
+    for _ in range(2):
+        again = app.test_client()
+        again.set_cookie("remember_token", stolen)
+        assert again.get("/why").json == {"reason": None, "flashed": []}
+
+    phone.delete_cookie("session")  # its browser restarts: remember-me alone
+    assert phone.get("/why").json["reason"] == "remember_token_reused"
+    assert [c["reason"] for c in revoked.calls] == ["remember_token_reused"] * 2
+
+
+def test_a_parallel_tab_leaves_the_cookie_to_the_one_told(app, clock):
+    # Two tabs send the revoked session's cookie at once: one is told and its
+    # response carries the message in a new cookie; the other must not delete
+    # that cookie, whichever response the browser applies last.
+    _add_why(app)
+    phone, laptop = app.test_client(), app.test_client()
+    phone.post("/login/alice")
+    old = phone.get_cookie("session").value
+    laptop.post("/login/alice")
+
+    told = phone.get("/plain")  # reads nothing: the message waits in the cookie
+    assert told.headers["Set-Cookie"].startswith("session=~")
+    tab = app.test_client()
+    tab.set_cookie("session", old)
+    parallel = tab.get("/plain")
+    assert "Set-Cookie" not in parallel.headers
+    assert phone.get("/why").json["flashed"] != []
+
+    # Later, the old cookie is just stale: it goes.
+    clock.advance(minutes=1)
+    late = app.test_client()
+    late.set_cookie("session", old)
+    assert late.get("/plain").headers["Set-Cookie"].startswith("session=;")
+
+
+def test_a_told_request_that_fails_leaves_the_telling_to_the_next(raw_collection):
+    from pymongo.errors import AutoReconnect
+
+    from faults import FaultyCollection
+
+    faulty = FaultyCollection(raw_collection)
+    app = make_app(faulty)
+    _add_why(app)
+    phone, laptop = app.test_client(), app.test_client()
+    phone.post("/login/alice")
+    laptop.post("/login/alice")
+
+    # The first request back stores something, and the database fails then.
+    faulty.faults.plan("insert_one", AutoReconnect(), AutoReconnect())
+    assert phone.post("/set/cart", json=["apple"]).status_code == 503
+    assert phone.get("/why").json["reason"] == "signed_in_elsewhere"
+
+
+def test_a_claim_whose_replies_were_lost_is_released(raw_collection):
+    from pymongo.errors import AutoReconnect
+
+    from faults import FaultyCollection
+
+    faulty = FaultyCollection(raw_collection)
+    app = make_app(faulty)
+    _add_why(app)
+    phone, laptop = app.test_client(), app.test_client()
+    phone.post("/login/alice")
+    laptop.post("/login/alice")
+
+    # The claim is applied, but both replies are lost: a 503. The release
+    # (its own call) gets through, so the next request is told.
+    faulty.faults.plan(
+        "update_one", ("after", AutoReconnect()), ("after", AutoReconnect())
+    )
+    assert phone.get("/why").status_code == 503
+    assert phone.get("/why").json["reason"] == "signed_in_elsewhere"
