@@ -576,10 +576,6 @@ def _after_request(response: Response) -> Response:
         else:
             remember.update_cookie(app, session, request, response)
             return response
-    if session.told_claim is not None:
-        # The request that was to tell the device why it was signed out fails,
-        # and leaves its old cookie: the next request tells it.
-        get_state(app).store.release_claim(*session.told_claim)
     if session.stored_anew:
         # A login or restore was stored before the database failed: its cookies
         # go out with the 503, or the stored login would be held by no device
@@ -605,15 +601,29 @@ def _teardown_request(error: BaseException | None) -> None:
         return
     app, session = current
     no_response = error is not None and error is session.no_response
-    if not session.stored_anew or (session.saved and not no_response):
-        return  # (the common case first: nothing stored under a new id)
+    cookies_lost = no_response or not session.saved  # (a 500 raised in a write)
+    take_back = session.stored_anew and cookies_lost
+    # The device keeps its old cookie then, and also after a 503 (which leaves
+    # the cookies as they were, unless a login's must go out): a request that
+    # was to tell it why it was signed out gives the telling back.
+    telling_lost = session.told_claim is not None and (
+        cookies_lost or (session.unavailable is not None and not session.stored_anew)
+    )
+    if not (take_back or telling_lost):
+        return  # (the common case first)
     opened_in = session.opened_in
     if opened_in is None or opened_in() is not request_ctx._get_current_object():  # type: ignore[attr-defined]
         return  # a copy of the request context (in a thread) ends, not the request
+    store = get_state(app).store
+    if telling_lost:
+        assert session.told_claim is not None
+        store.release_claim(*session.told_claim)
+    if not take_back:
+        return
     key = session.key
     assert key is not None  # stored_anew
     try:
-        get_state(app).store.delete(key, cleanup=True, keep_tombstone=True)
+        store.delete(key, cleanup=True, keep_tombstone=True)
     except Exception:
         # Best effort: the app's own error, if any, is what the request ends on.
         logger.warning(

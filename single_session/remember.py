@@ -240,16 +240,29 @@ def restore(
 
 
 def _may_be_told(tombstone: dict[str, t.Any], token: str) -> bool:
-    """Whether a remember-me cookie with ``token`` may be told why the device
-    was revoked. After a reused token, only the copy that held the current
-    token: the stale copy was told when it was used, and a thief who tries it
-    again must not take the one telling from the real device."""
+    """Whether a remember-me cookie with ``token`` may be told why its device
+    was revoked: the token the device held then, or the one it held before if
+    the revocation came within ROTATION_GRACE of the rotation (the new token
+    may not have reached it). A stale copy of the cookie (a thief's, one that
+    was reused and told then) must not take the one telling from the device."""
+    remember = tombstone.get("remember")
     revoked = tombstone.get("revoked")
-    if not isinstance(revoked, dict) or revoked.get("reason") != REMEMBER_TOKEN_REUSED:
+    if not isinstance(remember, dict) or not isinstance(revoked, dict):
+        return False
+    token_hash = hash_id(token)
+    current = remember.get("token")
+    if isinstance(current, str) and same_hash(current, token_hash):
         return True
-    held = tombstone.get("remember")
-    held = held.get("token") if isinstance(held, dict) else None
-    return isinstance(held, str) and same_hash(held, hash_id(token))
+    previous = remember.get("previous")
+    rotated_at = remember.get("rotated_at")
+    at = revoked.get("at")
+    return (
+        isinstance(previous, str)
+        and same_hash(previous, token_hash)
+        and isinstance(rotated_at, datetime)
+        and isinstance(at, datetime)
+        and aware(at) - aware(rotated_at) < ROTATION_GRACE
+    )
 
 
 def remembered_session(

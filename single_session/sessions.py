@@ -455,6 +455,10 @@ class ServerSessionInterface(SessionInterface):
         elif not session.stored_anew:
             return False  # the database failed: leave the cookie as it is
         if session.sid is None and session.flash_cookie is not None:
+            if session.leave_cookie:
+                # A parallel tab's response carries the message of the
+                # revocation: this one's own messages must not replace it.
+                return False
             if session.from_flash_cookie and not self.should_set_cookie(app, session):
                 return False  # the cookie the request came with stands
             signer, value = None, session.flash_cookie

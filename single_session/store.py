@@ -90,15 +90,13 @@ SLOT_INDEX: tuple[str, list[tuple[str, int]], dict[str, t.Any]] = (
 )
 
 #: The fields a tombstone loses: it keeps only why and when it was revoked (and
-#: a remembered device's series hash and current token hash, to tell that
-#: device why when it comes back with its remember-me cookie alone, and not a
-#: copy of the cookie with an older token).
+#: a remembered device's hashes of series, token and previous token, with the
+#: time of the rotation: to tell that device why when it comes back with its
+#: remember-me cookie alone, and not a stale copy of the cookie).
 _TOMBSTONE_UNSET = {
     "data": "",
     "user_id": "",
     "login_at": "",
-    "remember.previous": "",
-    "remember.rotated_at": "",
     "remember.expires_at": "",
     "remember.seconds": "",
     "slot_key": "",

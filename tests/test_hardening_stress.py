@@ -129,10 +129,10 @@ def test_many_threads_many_operations_keep_the_invariants(raw_collection):
             assert json.loads(doc["data"]["_user_id"]) == doc["user_id"]
             assert "revoked" not in doc
         if "revoked" in doc:
-            # (A remembered device's tombstone keeps its series and token
-            # hashes alone.)
+            # (A remembered device's tombstone keeps its hashes alone.)
             assert "data" not in doc
-            assert set(doc.get("remember", {})) <= {"series", "token"}
+            kept = {"series", "token", "previous", "rotated_at"}
+            assert set(doc.get("remember", {})) <= kept
 
     # Every browser agrees with the store: it is logged in exactly when its
     # session cookie names a live session bound to that user.

@@ -117,9 +117,10 @@ def test_replayed_old_token_is_theft_and_revokes_the_device(app, clock, collecti
     (tombstone,) = [d for d in stored(collection) if "revoked" in d]
     assert tombstone["revoked"]["reason"] == "remember_token_reused"
     assert "data" not in tombstone
-    # Hashes alone, nothing to log in with: the series, and the token the
-    # device held (so that only that copy of the cookie is told why).
-    assert set(tombstone["remember"]) == {"series", "token"}
+    # Hashes alone, nothing to log in with: the series, the token the device
+    # held and the one before (so that only the device, not a stale copy of
+    # its cookie, is told why), with the time of the rotation.
+    assert set(tombstone["remember"]) == {"series", "token", "previous", "rotated_at"}
 
 
 def test_parallel_restores_of_one_browser_are_not_theft(app, collection):

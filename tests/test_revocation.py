@@ -423,3 +423,110 @@ def test_a_claim_whose_replies_were_lost_is_released(raw_collection):
     )
     assert phone.get("/why").status_code == 503
     assert phone.get("/why").json["reason"] == "signed_in_elsewhere"
+
+
+def _evicted(app):
+    """A phone whose session was revoked by a login on a laptop."""
+    phone, laptop = app.test_client(), app.test_client()
+    phone.post("/login/alice")
+    laptop.post("/login/alice")
+    return phone
+
+
+def test_a_told_request_that_ends_without_a_response_gives_the_telling_back(app):
+    # In testing or debug, the exception propagates: no response, no cookie.
+    _add_why(app)
+
+    @app.get("/crash")
+    def crash():
+        raise RuntimeError("the view fails (test)")
+
+    phone = _evicted(app)
+    with pytest.raises(RuntimeError):
+        phone.get("/crash")
+    assert phone.get("/why").json["reason"] == "signed_in_elsewhere"
+
+
+def test_a_told_request_whose_write_fails_gives_the_telling_back(app):
+    # A value that cannot be stored: a 500 raised while the session is written
+    # (production mode), so no cookie goes out.
+    _add_why(app)
+    app.testing = False
+
+    @app.get("/bad")
+    def bad():
+        session["x"] = object()
+        return "ok"
+
+    phone = _evicted(app)
+    response = phone.get("/bad")
+    assert response.status_code == 500
+    assert response.headers.getlist("Set-Cookie") == []
+    assert phone.get("/why").json["reason"] == "signed_in_elsewhere"
+
+
+def test_a_503_that_hands_over_a_login_keeps_the_telling(raw_collection, clock):
+    # The told request logs in and then fails: its 503 carries the new login's
+    # cookie (and the message with it), so the old cookie is not told again.
+    from pymongo.errors import AutoReconnect
+
+    from faults import FaultyCollection
+
+    faulty = FaultyCollection(raw_collection)
+    app = make_app(faulty)
+    _add_why(app)
+    revoked = Recorder(session_revoked, app)
+
+    @app.post("/login-and-cart")
+    def login_and_cart():
+        login_user(USERS["alice"])
+        faulty.faults.plan("update_one", AutoReconnect(), AutoReconnect())
+        session["cart"] = ["apple"]
+        return "ok"
+
+    phone = _evicted(app)
+    old = phone.get_cookie("session").value
+    assert phone.post("/login-and-cart").status_code == 503
+    assert phone.get_cookie("session").value != old
+    app.extensions["single_session"].clock.advance(minutes=1)
+    replay = app.test_client()
+    replay.set_cookie("session", old)
+    assert replay.get("/why").json["reason"] is None
+    assert len(revoked.calls) == 1
+
+
+def test_a_parallel_tab_sent_to_the_login_view_keeps_the_message(app):
+    # Both tabs open a login_required page with the revoked cookie: the second
+    # gets Flask-Login's own message, and must not replace the cookie that
+    # carries the revocation's message.
+    _add_why(app)
+    app.login_manager.login_view = "why"
+    phone = _evicted(app)
+    tab = app.test_client()
+    tab.set_cookie("session", phone.get_cookie("session").value)
+    assert phone.get("/private").status_code == 302
+    response = tab.get("/private")
+    assert response.status_code == 302
+    assert "Set-Cookie" not in response.headers
+    flashed = phone.get("/why").json["flashed"]
+    assert any("signed out" in message for message in flashed)
+
+
+def test_a_stale_remember_cookie_does_not_take_the_telling_after_a_logout(app, clock):
+    # Any reason: the device holds the current token; an older copy of its
+    # cookie (a thief's) is not told, and the device still is.
+    _add_why(app)
+    phone = app.test_client()
+    phone.post("/login/alice?remember=1")
+    stale = phone.get_cookie("remember_token").value
+    phone.delete_cookie("session")
+    assert who(phone) == "alice"  # restored: the token rotates
+    clock.advance(minutes=5)
+    with app.app_context():
+        logout_everywhere("alice")
+
+    thief = app.test_client()
+    thief.set_cookie("remember_token", stale)
+    assert thief.get("/why").json == {"reason": None, "flashed": []}
+    phone.delete_cookie("session")
+    assert phone.get("/why").json["reason"] == "logout_everywhere"
