@@ -18,6 +18,7 @@ device keeping its original login time (a restore does not jump the queue).
 from __future__ import annotations
 
 import logging
+import secrets
 import typing as t
 from datetime import datetime
 from datetime import timedelta
@@ -226,6 +227,10 @@ def restore(
         session.revocation = revocation
         _not_restored(session)
         store.revoke({"_id": successor, "user_id": user_id}, revocation.reason, now)
+        # Told now: another tab with the same cookie must not be told again.
+        assert successor is not None
+        session.told_claim = (successor, secrets.token_hex(8))
+        store.claim_tombstone(*session.told_claim, now)
         return
     # Its cookie goes out with the response from here on, even a 503: the
     # rotation is stored, and the old token would later look stolen.

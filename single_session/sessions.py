@@ -29,6 +29,7 @@ from werkzeug.datastructures import CallbackDict
 
 from . import serialization
 from .exceptions import SessionStoreUnavailable
+from .flash_cookie import KEYS as FLASH_KEYS
 from .flash_cookie import PREFIX as FLASH_PREFIX
 from .store import DuplicateKeyError
 from .store import MOVE_LEASE
@@ -153,8 +154,8 @@ class ServerSession(CallbackDict, SessionMixin):  # type: ignore[type-arg]
     #: The cookie value of a session that holds only flashed messages, kept
     #: in its cookie rather than stored (see :mod:`single_session.flash_cookie`).
     flash_cookie: str | None = None
-    #: The request came with such a cookie.
-    from_flash_cookie = False
+    #: The request came with such a cookie: what it held.
+    from_flash_cookie: dict[str, t.Any] | None = None
     #: (tombstone ``_id``, claim) while this request has the telling of a
     #: revocation: released if the request fails, so that the next one tells.
     told_claim: tuple[str, str] | None = None
@@ -291,7 +292,9 @@ def tell_once(
     if state.store.claim_tombstone(*session.told_claim, now):
         session.revocation = revocation
     else:
+        # A parallel request claimed it between our read and our claim.
         session.told_claim = None
+        session.leave_cookie = True
 
 
 def revocation_from_document(document: dict[str, t.Any]) -> Revocation | None:
@@ -369,7 +372,8 @@ class ServerSessionInterface(SessionInterface):
                 return _stale_session()
             session = self.session_class(data)
             session.had_cookie = True
-            session.from_flash_cookie = True
+            # (A copy: flash() appends to the session's list in place.)
+            session.from_flash_cookie = {**data, "_flashes": list(data["_flashes"])}
             session.was_permanent = bool(data.get("_permanent"))
             return session
         signer = state.session_signer.get(app)
@@ -459,8 +463,15 @@ class ServerSessionInterface(SessionInterface):
                 # A parallel tab's response carries the message of the
                 # revocation: this one's own messages must not replace it.
                 return False
-            if session.from_flash_cookie and not self.should_set_cookie(app, session):
-                return False  # the cookie the request came with stands
+            if session.from_flash_cookie is not None and not (
+                _flash_payload(session) != session.from_flash_cookie
+                or (session.permanent and app.config["SESSION_REFRESH_EACH_REQUEST"])
+            ):
+                # The cookie the request came with stands (Flask-Login's own
+                # flags change the session on most requests; they are not in
+                # it). Sending it again could bring back messages that
+                # another tab has shown meanwhile.
+                return False
             signer, value = None, session.flash_cookie
         elif session.sid is None:
             if not session.had_cookie or session.leave_cookie:
@@ -523,6 +534,10 @@ class ServerSessionInterface(SessionInterface):
         """A permanent cookie's expiry moves; a browser-session cookie that was
         permanent must lose its expiry."""
         return session.was_permanent or bool(dict.get(session, "_permanent"))
+
+
+def _flash_payload(session: ServerSession) -> dict[str, t.Any]:
+    return {key: dict.__getitem__(session, key) for key in FLASH_KEYS if key in session}
 
 
 def _same_series(state: _State, value: str, series_hash: str) -> bool:

@@ -258,3 +258,35 @@ def test_a_late_after_request_that_empties_the_session(collection):
     response = browser.post("/flash")
     assert _cookie(response) == []
     assert browser.get_cookie("session") is None
+
+
+def test_another_message_is_added_to_the_cookie(collection, raw_collection):
+    # flash() appends to the session's list in place: the cookie must still
+    # be sent again, with both messages.
+    app = _app(collection)
+    browser = app.test_client()
+    browser.get("/private")
+    response = browser.post("/flash")
+    (header,) = _cookie(response)
+    assert header.startswith("session=~")
+    assert browser.get("/login-page").json["flashed"] == [
+        ["message", "Please log in to access this page."],
+        ["info", "<b>Saved</b>"],
+    ]
+    assert stored(raw_collection) == []
+
+
+def test_requests_that_leave_the_messages_do_not_send_them_again(collection):
+    # Flask-Login changes the session on most requests (its own flags); the
+    # cookie is not sent again for that, or a tab could bring back messages
+    # that another tab has shown meanwhile.
+    app = _app(collection)
+    phone = app.test_client()
+    phone.get("/private")
+    value = phone.get_cookie("session").value
+    tab = app.test_client()
+    tab.set_cookie("session", value)
+    assert phone.get("/login-page").json["flashed"] != []  # shown, deleted
+    assert phone.get_cookie("session") is None
+    for path in ("/me", "/plain"):
+        assert _cookie(tab.get(path)) == []

@@ -530,3 +530,65 @@ def test_a_stale_remember_cookie_does_not_take_the_telling_after_a_logout(app, c
     assert thief.get("/why").json == {"reason": None, "flashed": []}
     phone.delete_cookie("session")
     assert phone.get("/why").json["reason"] == "logout_everywhere"
+
+
+def test_two_tabs_at_the_same_moment_one_told_the_other_leaves_the_cookie(
+    app, monkeypatch
+):
+    # Both requests read the tombstone before either claims it: the one that
+    # loses the claim must not delete the cookie that carries the message.
+    phone = _evicted(app)
+    old = phone.get_cookie("session").value
+    store = app.extensions["single_session"].store
+    claim = store.claim_tombstone
+    both_read = threading.Barrier(2)
+
+    def claim_together(*args):
+        both_read.wait(5)
+        return claim(*args)
+
+    monkeypatch.setattr(store, "claim_tombstone", claim_together)
+    headers = []
+
+    def tab():
+        client = app.test_client()
+        client.set_cookie("session", old)
+        headers.append(client.get("/plain").headers.get("Set-Cookie"))
+
+    threads = [threading.Thread(target=tab) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert sorted(str(h)[:9] for h in headers) == ["None", "session=~"]
+
+
+def test_a_restore_revoked_during_its_move_is_told_once(app, monkeypatch):
+    # The remembered device restores while another request logs the user out
+    # everywhere: it is told then, and a second tab with the same remember-me
+    # cookie is not told again.
+    from single_session.policy import LOGOUT_EVERYWHERE
+    from single_session.policy import revoke_all
+
+    _add_why(app)
+    revoked = Recorder(session_revoked, app)
+    phone = app.test_client()
+    phone.post("/login/alice?remember=1")
+    remember = phone.get_cookie("remember_token").value
+    store = app.extensions["single_session"].store
+    state = app.extensions["single_session"]
+    finish = store.finish_move
+
+    def revoked_during_the_move(taken):
+        monkeypatch.setattr(store, "finish_move", finish)
+        revoke_all(state, "alice", LOGOUT_EVERYWHERE)  # another request
+        return finish(taken)
+
+    monkeypatch.setattr(store, "finish_move", revoked_during_the_move)
+    answers = []
+    for _ in range(2):
+        tab = app.test_client()
+        tab.set_cookie("remember_token", remember)
+        answers.append(tab.get("/why").json["reason"])
+    assert answers == ["logout_everywhere", None]
+    assert len(revoked.calls) == 1
