@@ -1,4 +1,5 @@
-"""Flashed messages of a session that holds nothing else, kept in its cookie.
+"""Flashed messages (and Flask-Login's ``next``) of a session that holds nothing
+else, kept in its cookie.
 
 A visitor whose session gets a flashed message and nothing more, such as a
 crawler sent from a ``login_required`` page to the login view with Flask-Login's
@@ -28,8 +29,11 @@ PREFIX = "~"
 #: A longer one is stored in the database instead: browsers keep at most about
 #: 4 KB per cookie, and every request of the site sends it.
 MAX_LENGTH = 2000
-#: What such a session holds: the messages, and whether it is permanent.
-KEYS = frozenset({"_flashes", "_permanent"})
+#: What such a session holds: the messages; the page to go back to after the
+#: login, with the session identifier that goes with it (Flask-Login's
+#: ``USE_SESSION_FOR_NEXT``: "strong" session protection drops ``next``
+#: without it); and whether it is permanent.
+KEYS = frozenset({"_flashes", "next", "_id", "_permanent"})
 
 
 class FlashCookie:
@@ -56,11 +60,13 @@ class FlashCookie:
         return cached[1]
 
     def dumps(self, app: Flask, data: t.Mapping[str, t.Any]) -> str | None:
-        """The cookie value for ``data`` (which holds flashed messages and
-        flags, nothing else: the caller checks), or ``None`` if it would make
-        too long a cookie."""
+        """The cookie value for ``data`` (which holds :data:`KEYS` and flags,
+        nothing else: the caller checks), or ``None`` if it holds none of the
+        messages or ``next``, or would make too long a cookie."""
         flashes = data.get("_flashes")
-        if not flashes or not isinstance(flashes, list):
+        if not (isinstance(flashes, list) and flashes) and not isinstance(
+            data.get("next"), str
+        ):
             return None
         serializer = self._serializer(app)
         if serializer is None:
@@ -85,7 +91,7 @@ class FlashCookie:
         if (
             not isinstance(data, dict)
             or not set(data) <= KEYS
-            or not isinstance(data.get("_flashes"), list)
+            or not isinstance(data.get("_flashes", []), list)
         ):
             return None
         return data

@@ -373,7 +373,10 @@ class ServerSessionInterface(SessionInterface):
             session = self.session_class(data)
             session.had_cookie = True
             # (A copy: flash() appends to the session's list in place.)
-            session.from_flash_cookie = {**data, "_flashes": list(data["_flashes"])}
+            session.from_flash_cookie = {
+                key: list(value) if isinstance(value, list) else value
+                for key, value in data.items()
+            }
             session.was_permanent = bool(data.get("_permanent"))
             return session
         signer = state.session_signer.get(app)
@@ -564,7 +567,7 @@ LOGIN_KEYS = ("_user_id", "_fresh", "_id", "_remember", "_remember_seconds")
 #: Keys that say how to keep a session, not what is in it.
 _FLAGS = {*LOGIN_KEYS, "_permanent"}
 #: A session with these keys alone (no login) may live in its cookie.
-_FLASH_ONLY = (_FLAGS - {"_user_id"}) | {"_flashes"}
+_FLASH_ONLY = (_FLAGS - {"_user_id"}) | FLASH_KEYS
 
 
 def new_document(
@@ -678,11 +681,18 @@ def write_session(state: _State, session: ServerSession) -> None:
         state.bind_outside_login(session, str(user_id))
         document = session.document
 
-    if document is None and "_user_id" not in session and set(session) <= _FLAGS:
-        # Only flags, no content: not worth a session. (A bot with any
-        # remember-me cookie gets "_remember" from open_session, so Flask-Login's
-        # session protection adds "_fresh": False; and many apps set
-        # session.permanent in a before_request function, for every visitor.)
+    if dict.get(session, "_flashes") == []:
+        dict.pop(session, "_flashes")  # (messages filtered by hand: none left)
+    if (
+        (document is None or document.get("user_id") is None)
+        and "_user_id" not in session
+        and set(session) <= _FLAGS
+    ):
+        # Only flags, no content: not worth a session, new or stored (a cart
+        # that was emptied). (A bot with any remember-me cookie gets
+        # "_remember" from open_session, so Flask-Login's session protection
+        # adds "_fresh": False; and many apps set session.permanent in a
+        # before_request function, for every visitor.)
         dict.clear(session)
 
     session.flash_cookie = None
@@ -694,8 +704,9 @@ def write_session(state: _State, session: ServerSession) -> None:
         return
 
     if document is None and set(session) <= _FLASH_ONLY:
-        # Flashed messages alone (a crawler sent to the login view, a device
-        # told why it was signed out): kept in the cookie, not stored.
+        # Flashed messages, Flask-Login's "next", flags: a crawler sent to the
+        # login view, a device told why it was signed out. Kept in the cookie,
+        # not stored.
         session.flash_cookie = state.flash_cookie.dumps(state.app, session)
         if session.flash_cookie is not None:
             session.mark_written()

@@ -290,3 +290,75 @@ def test_requests_that_leave_the_messages_do_not_send_them_again(collection):
     assert phone.get_cookie("session") is None
     for path in ("/me", "/plain"):
         assert _cookie(tab.get(path)) == []
+
+
+@pytest.mark.parametrize("message", [True, False], ids=["message", "no-message"])
+def test_use_session_for_next_writes_nothing_either(
+    collection, raw_collection, message
+):
+    # With USE_SESSION_FOR_NEXT, Flask-Login keeps the page to go back to in
+    # the session (with its session identifier): that travels in the cookie
+    # too, and the login then goes back there.
+    app = _app(collection, USE_SESSION_FOR_NEXT=True, SESSION_PROTECTION="strong")
+    if not message:
+        app.login_manager.login_message = None
+
+    @app.post("/login-then-next/<name>")
+    def login_then_next(name):
+        from flask_login import login_user
+
+        from conftest import USERS
+
+        login_user(USERS[name])
+        return {"next": session.get("next")}
+
+    for _ in range(3):
+        bot = app.test_client()
+        assert bot.get("/private?page=2").status_code == 302
+    assert stored(raw_collection) == []
+
+    browser = app.test_client()
+    browser.get("/private?page=2")
+    assert browser.get_cookie("session").value.startswith("~")
+    answer = browser.post("/login-then-next/alice").json
+    assert answer["next"].endswith("/private?page=2")
+    assert browser.get("/private").json["user"] == "alice"
+
+
+def test_messages_filtered_down_to_none_are_no_session(collection, raw_collection):
+    app = _app(collection)
+
+    @app.post("/drop-info")
+    def drop_info():
+        session["_flashes"] = [m for m in session.get("_flashes", []) if m[0] != "info"]
+        return {"ok": True}
+
+    browser = app.test_client()
+    browser.post("/flash")
+    browser.post("/drop-info")
+    assert stored(raw_collection) == []
+    assert browser.get_cookie("session") is None
+
+
+def test_a_stored_anonymous_session_left_with_flags_alone_goes(
+    collection, raw_collection
+):
+    # session.permanent for every visitor, a cart, then the cart emptied: what
+    # is left is not worth a stored session (nor its touches).
+    app = _app(collection)
+
+    @app.before_request
+    def permanent():
+        session.permanent = True
+
+    @app.post("/empty-cart")
+    def empty_cart():
+        session.pop("cart", None)
+        return {"ok": True}
+
+    browser = app.test_client()
+    browser.post("/set/cart", json=["apple"])
+    assert len(stored(raw_collection)) == 1
+    browser.post("/empty-cart")
+    assert stored(raw_collection) == []
+    assert browser.get_cookie("session") is None
