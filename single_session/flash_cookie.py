@@ -64,9 +64,14 @@ class FlashCookie:
         nothing else: the caller checks), or ``None`` if it holds none of the
         messages or ``next``, or would make too long a cookie."""
         flashes = data.get("_flashes")
-        if not (isinstance(flashes, list) and flashes) and not isinstance(
-            data.get("next"), str
+        if "_flashes" in data and not isinstance(flashes, list):
+            return None  # not what flash() makes: kept in the database
+        next_ = data.get("next")
+        if next_ is not None and not (
+            isinstance(next_, str) and app.config.get("USE_SESSION_FOR_NEXT")
         ):
+            return None  # the app's own "next", not Flask-Login's
+        if not flashes and next_ is None:
             return None
         serializer = self._serializer(app)
         if serializer is None:

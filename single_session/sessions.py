@@ -683,22 +683,26 @@ def write_session(state: _State, session: ServerSession) -> None:
 
     if dict.get(session, "_flashes") == []:
         dict.pop(session, "_flashes")  # (messages filtered by hand: none left)
-    if (
-        (document is None or document.get("user_id") is None)
-        and "_user_id" not in session
-        and set(session) <= _FLAGS
-    ):
-        # Only flags, no content: not worth a session, new or stored (a cart
-        # that was emptied). (A bot with any remember-me cookie gets
-        # "_remember" from open_session, so Flask-Login's session protection
-        # adds "_fresh": False; and many apps set session.permanent in a
-        # before_request function, for every visitor.)
+    if document is None and "_user_id" not in session and set(session) <= _FLAGS:
+        # Only flags, no content: not worth a new session. (A bot with any
+        # remember-me cookie gets "_remember" from open_session, so Flask-Login's
+        # session protection adds "_fresh": False; and many apps set
+        # session.permanent in a before_request function, for every visitor.)
+        # A stored one keeps them: deleting it could race with another
+        # request of the browser (a login moving it, a write of another key).
         dict.clear(session)
 
     session.flash_cookie = None
     if not session:
         if document is not None:
-            store.delete(document["_id"])
+            if not store.delete(document["_id"]):
+                # Gone meanwhile (moved to a new id by a login in another tab,
+                # say): that request's cookie stands, this one leaves it.
+                session.document = None
+                session.stored = {}
+                session.gone_meanwhile = True
+                session.mark_written()
+                return
             session.adopt(None, None, {})
         session.mark_written()
         return

@@ -9,6 +9,7 @@ import typing as t
 
 import pytest
 from flask import Response
+from flask import session
 from flask import stream_with_context
 from flask_login import current_user
 from flask_login import logout_user
@@ -540,3 +541,23 @@ def test_logout_others_keeps_the_absolute_lifetime(raw_collection):
     assert moved["expires_at"] <= moved["absolute_expires_at"]
     clock.advance(minutes=15)  # 65 minutes after the sign-in
     assert thief.get("/me").json["user"] is None
+
+
+def test_emptying_the_session_while_a_login_moves_it_keeps_the_login(raw_collection):
+    # One tab empties the anonymous session while another logs in (which
+    # moves the session to a new id). The emptying request finds nothing to
+    # delete and must leave the cookie: the login's cookie stands.
+    app = make_app(raw_collection)
+    browser = app.test_client()
+
+    @app.post("/clear-slowly")
+    def clear_slowly():
+        session.clear()
+        browser.post("/login/alice")  # the other tab, meanwhile
+        return {"ok": True}
+
+    browser.post("/set/cart", json=["apple"])
+    response = browser.post("/clear-slowly")
+    assert "Set-Cookie" not in response.headers
+    assert browser.get("/me").json["user"] == "alice"
+    assert len(stored(raw_collection, user_id="alice")) == 1
