@@ -273,20 +273,26 @@ class SessionStore:
                 budget.spent += time.monotonic() - started
 
     def ensure_indexes(
-        self, *, slots: bool = False, build_timeout: float | None = None
+        self,
+        *,
+        slots: bool = False,
+        slots_only: bool = False,
+        build_timeout: float | None = None,
     ) -> None:
         """Create the indexes the library needs (idempotent), with the "deny"
-        slot index if ``slots``. Raises :exc:`IndexConflict` if one is in the
-        way, :exc:`IndexBuildTimeout` if one takes longer than ``build_timeout``
-        (by default ``SINGLE_SESSION_TIMEOUT``, of its own: a request's budget
-        is for its own calls)."""
+        slot index if ``slots`` (that one alone if ``slots_only``). Raises
+        :exc:`IndexConflict` if one is in the way, :exc:`IndexBuildTimeout` if
+        one takes longer than ``build_timeout`` (by default
+        ``SINGLE_SESSION_TIMEOUT``, of its own: a request's budget is for its
+        own calls)."""
         build_timeout = build_timeout or self.timeout
         collection = self.collection
         # Compared here rather than left to the server's error (codes 85/86)
         # alone: the message can name the index to drop, and mongomock, which
         # does not raise those errors, gets the same check.
         existing = self._call(collection.index_information, retry=True)
-        for name, keys, options in [*INDEXES, *([SLOT_INDEX] if slots else [])]:
+        wanted = [SLOT_INDEX] if slots_only else [*INDEXES, *([SLOT_INDEX] * slots)]
+        for name, keys, options in wanted:
             other = _index_in_the_way(existing, name, keys, options)
             if other is not None:
                 raise _index_conflict(collection, other, name, existing[other])
@@ -323,16 +329,17 @@ class SessionStore:
                         " single-session create-indexes'."
                     ) from e
                 raise
-        self._indexes_ready = True
-        self._slot_index_ready = self._slot_index_ready or slots
+        self._indexes_ready = self._indexes_ready or not slots_only
+        self._slot_index_ready = self._slot_index_ready or slots or slots_only
 
     def ensure_slot_index(self) -> None:
-        """The "deny" slot index, once per process, before the first admission.
-        Admission is not safe without it: a build that takes too long fails the
-        login (a 503), every time, until the index exists."""
+        """The "deny" slot index, once per process, before the first admission
+        (that one alone: the others are the first write's). Admission is not
+        safe without it: a build that takes too long fails the login (a 503),
+        every time, until the index exists."""
         if not self._slot_index_ready:
             try:
-                self.ensure_indexes(slots=True)
+                self.ensure_indexes(slots_only=True)
             except IndexBuildTimeout as e:
                 _log_slow_build(e)
                 raise

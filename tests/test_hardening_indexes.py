@@ -231,3 +231,17 @@ def test_a_connection_failure_during_a_build_is_no_slow_build(raw_collection, ca
     assert app.test_client().post("/set/cart", json=["pear"]).status_code == 200
     names = set(raw_collection.index_information())
     assert {name for name, _, _ in INDEXES} <= names
+
+
+def test_under_deny_a_login_waits_only_for_the_slot_index(raw_collection, caplog):
+    # The slot index is what admission needs; a slow build of another index
+    # is logged and left to create-indexes, as on any write.
+    from faults import FaultyCollection
+
+    faulty = FaultyCollection(raw_collection)
+    faulty.faults.plan("create_index", None, _slow_build())  # slot, then user
+    app = make_app(faulty, SINGLE_SESSION_ON_LIMIT="deny")
+
+    assert app.test_client().post("/login/alice").status_code == 200
+    assert "'single_session_user'" in caplog.text
+    assert "single_session_slot" in raw_collection.index_information()
