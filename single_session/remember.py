@@ -129,14 +129,7 @@ def restore(
     remembered = document["remember"]
     token_hash = hash_id(token)
     if not same_hash(str(remembered.get("token")), token_hash):
-        previous = remembered.get("previous")
-        rotated_at = remembered.get("rotated_at")
-        if (
-            isinstance(previous, str)
-            and same_hash(previous, token_hash)
-            and isinstance(rotated_at, datetime)
-            and now - aware(rotated_at) < ROTATION_GRACE
-        ):
+        if _just_replaced(remembered, token_hash, now):
             return
         logger.warning(
             "single_session: a remember-me token was used after it was rotated;"
@@ -258,15 +251,20 @@ def _may_be_told(tombstone: dict[str, t.Any], token: str) -> bool:
     current = remember.get("token")
     if isinstance(current, str) and same_hash(current, token_hash):
         return True
+    at = revoked.get("at")
+    return isinstance(at, datetime) and _just_replaced(remember, token_hash, aware(at))
+
+
+def _just_replaced(remember: dict[str, t.Any], token_hash: str, when: datetime) -> bool:
+    """Whether ``token_hash`` is the token that rotation replaced less than
+    ROTATION_GRACE before ``when`` (a parallel request may still present it)."""
     previous = remember.get("previous")
     rotated_at = remember.get("rotated_at")
-    at = revoked.get("at")
     return (
         isinstance(previous, str)
         and same_hash(previous, token_hash)
         and isinstance(rotated_at, datetime)
-        and isinstance(at, datetime)
-        and aware(at) - aware(rotated_at) < ROTATION_GRACE
+        and when - aware(rotated_at) < ROTATION_GRACE
     )
 
 
