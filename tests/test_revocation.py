@@ -33,6 +33,14 @@ def _add_why(app):
         return {"reason": reason and reason.reason, "flashed": get_flashed_messages()}
 
 
+def _evicted(app):
+    """A phone whose session was revoked by a login on a laptop."""
+    phone, laptop = app.test_client(), app.test_client()
+    phone.post("/login/alice")
+    laptop.post("/login/alice")
+    return phone
+
+
 def test_evicted_device_learns_why(app, collection):
     revoked = Recorder(session_revoked, app)
     seen = {}
@@ -394,9 +402,7 @@ def test_a_told_request_that_fails_leaves_the_telling_to_the_next(raw_collection
     faulty = FaultyCollection(raw_collection)
     app = make_app(faulty)
     _add_why(app)
-    phone, laptop = app.test_client(), app.test_client()
-    phone.post("/login/alice")
-    laptop.post("/login/alice")
+    phone = _evicted(app)
 
     # The first request back stores something, and the database fails then.
     faulty.faults.plan("insert_one", AutoReconnect(), AutoReconnect())
@@ -412,9 +418,7 @@ def test_a_claim_whose_replies_were_lost_is_released(raw_collection):
     faulty = FaultyCollection(raw_collection)
     app = make_app(faulty)
     _add_why(app)
-    phone, laptop = app.test_client(), app.test_client()
-    phone.post("/login/alice")
-    laptop.post("/login/alice")
+    phone = _evicted(app)
 
     # The claim is applied, but both replies are lost: a 503. The release
     # (its own call) gets through, so the next request is told.
@@ -423,14 +427,6 @@ def test_a_claim_whose_replies_were_lost_is_released(raw_collection):
     )
     assert phone.get("/why").status_code == 503
     assert phone.get("/why").json["reason"] == "signed_in_elsewhere"
-
-
-def _evicted(app):
-    """A phone whose session was revoked by a login on a laptop."""
-    phone, laptop = app.test_client(), app.test_client()
-    phone.post("/login/alice")
-    laptop.post("/login/alice")
-    return phone
 
 
 def test_a_told_request_that_ends_without_a_response_gives_the_telling_back(app):
