@@ -223,12 +223,8 @@ def deny_mode(collection: CountingCollection) -> None:
     assert second.post("/login/alice").status_code == 200
 
 
-@path
-def remember_restore_failing_half_way(collection: CountingCollection) -> None:
-    app = _app(collection)
-    c = app.test_client()
-    c.post("/login/alice?remember=1")
-    c.delete_cookie("session")
+def _fail_next_insert(app: t.Any) -> None:
+    """The store's next insert fails as a database that is down would."""
     store = app.extensions["single_session"].store
     insert = store.insert
 
@@ -237,6 +233,15 @@ def remember_restore_failing_half_way(collection: CountingCollection) -> None:
         raise SessionStoreUnavailable()
 
     store.insert = fail_once
+
+
+@path
+def remember_restore_failing_half_way(collection: CountingCollection) -> None:
+    app = _app(collection)
+    c = app.test_client()
+    c.post("/login/alice?remember=1")
+    c.delete_cookie("session")
+    _fail_next_insert(app)
     assert c.get("/me").status_code == 503  # the taken session is put back
     assert _who(c) == "alice"
 
@@ -249,14 +254,7 @@ def telling_a_revoked_device_that_fails(collection: CountingCollection) -> None:
     phone, laptop = app.test_client(), app.test_client()
     phone.post("/login/alice")
     laptop.post("/login/alice")
-    store = app.extensions["single_session"].store
-    insert = store.insert
-
-    def fail_once(document: t.Any) -> None:
-        store.insert = insert
-        raise SessionStoreUnavailable()
-
-    store.insert = fail_once
+    _fail_next_insert(app)
     assert phone.post("/set/cart", json=["apple"]).status_code == 503
     assert phone.post("/set/cart", json=["apple"]).status_code == 200
 
