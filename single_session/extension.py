@@ -343,6 +343,7 @@ class SingleSession:
         count = policy.revoke_all(state, user_id, policy.LOGOUT_EVERYWHERE)
         session = _current_session()
         if session is not None and session.user_id == user_id:
+            session.revoked_here = True
             logout_user()
         return count
 
@@ -418,10 +419,12 @@ class SingleSession:
         document = session.document if session is not None else None
         if (
             ended
+            and session is not None
             and document is not None
             and document.get("handle") == str(handle)
             and document.get("user_id") == user_id
         ):
+            session.revoked_here = True
             logout_user()
         return ended
 

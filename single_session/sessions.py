@@ -162,6 +162,9 @@ class ServerSession(CallbackDict, SessionMixin):  # type: ignore[type-arg]
     #: The cookie named a revoked session that a parallel request of the
     #: browser was just told about: this one leaves the cookie alone.
     leave_cookie = False
+    #: This request revoked its own session (logout_everywhere, revoke):
+    #: there is nobody to tell, and the rest of its data carries on.
+    revoked_here = False
 
     def __init__(self, initial: t.Mapping[str, t.Any] | None = None) -> None:
         super().__init__(initial, _on_update)
@@ -673,6 +676,9 @@ def write_session(state: _State, session: ServerSession) -> None:
         # removed the key): the bound session goes; what is left of the data
         # continues as a new anonymous session under a new id.
         end_login(state, session)
+        if session.gone_meanwhile:
+            session.mark_written()
+            return
         document = None
     elif user_id is not None and (document is None or document.get("user_id") is None):
         # A login that did not come through login_user(): Flask-Login's test
@@ -773,7 +779,22 @@ def end_login(state: _State, session: ServerSession) -> None:
     document = session.document
     if document is None:
         return
-    state.store.end(document["_id"], document["user_id"], state.now(), LOGGED_OUT)
+    live = state.store.end(
+        document["_id"],
+        document["user_id"],
+        state.now(),
+        LOGGED_OUT,
+        tombstone_too=session.revoked_here,
+    )
+    if not live:
+        # Revoked meanwhile (its device is to be told why), or moved to a new
+        # id by a login in another tab (whose cookies must stand): this request
+        # stores nothing and leaves the cookies alone.
+        session.document = None
+        session.stored = {}
+        session.gone_meanwhile = True
+        session.remember_cookie = None
+        return
     if document.get("remember"):
         session.remember_cookie = "delete"
     session.adopt(None, None, {})

@@ -578,15 +578,29 @@ class SessionStore:
         except SessionStoreUnavailable:
             logger.warning("single_session could not put back a moving session")
 
-    def end(self, key: str, user_id: str, now: datetime, reason: str) -> None:
+    def end(
+        self,
+        key: str,
+        user_id: str,
+        now: datetime,
+        reason: str,
+        *,
+        tombstone_too: bool = False,
+    ) -> bool:
         """End the login of ``user_id``: delete its session; one that another
         request is moving to a new id becomes a tombstone instead, so that the
-        move ends its successor too."""
-        query = {"_id": key, "moving": {"$exists": False}}
+        move ends its successor too. A tombstone stays, for its device to be
+        told why, unless ``tombstone_too`` (the request revoked it itself).
+        Returns whether the session was live: ``False`` if it was revoked, or
+        moved to a new id (a login in another tab), meanwhile."""
+        query: Document = {"_id": key, "moving": {"$exists": False}}
+        if not tombstone_too:
+            query["revoked"] = {"$exists": False}
         result = self._call(lambda: self.collection.delete_one(query), retry=True)
-        if result.deleted_count == 0:
-            moving = {"_id": key, "user_id": user_id, "moving": {"$exists": True}}
-            self.revoke(moving, reason, now)
+        if result.deleted_count == 1:
+            return True
+        moving = {"_id": key, "user_id": user_id, "moving": {"$exists": True}}
+        return self.revoke(moving, reason, now) == 1
 
     # -- remember me -------------------------------------------------------
 

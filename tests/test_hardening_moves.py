@@ -15,6 +15,7 @@ from flask_login import current_user
 from flask_login import logout_user
 from pymongo.errors import AutoReconnect
 
+import single_session
 from conftest import make_app
 from conftest import stored
 from faults import FaultyCollection
@@ -541,6 +542,62 @@ def test_logout_others_keeps_the_absolute_lifetime(raw_collection):
     assert moved["expires_at"] <= moved["absolute_expires_at"]
     clock.advance(minutes=15)  # 65 minutes after the sign-in
     assert thief.get("/me").json["user"] is None
+
+
+@pytest.mark.parametrize("on_limit", ["evict", "deny"])
+@pytest.mark.parametrize("user", ["alice", "bob"])
+def test_a_logout_while_another_tab_logs_in_keeps_that_login(
+    raw_collection, on_limit, user
+):
+    # A logout in one tab, while another tab of the browser logs in (which
+    # moves or replaces the session): the logout finds its session gone and
+    # must leave the cookies, or the new login is stored with no device holding
+    # it (under "deny", a place held until it expires: a locked-out user).
+    app = make_app(raw_collection, SINGLE_SESSION_ON_LIMIT=on_limit)
+    browser = app.test_client()
+
+    @app.post("/logout-slowly")
+    def logout_slowly():
+        browser.post(f"/login/{user}")  # the other tab, meanwhile
+        logout_user()
+        return {"ok": True}
+
+    browser.post("/login/alice")
+    response = browser.post("/logout-slowly")
+    assert response.status_code == 200
+    assert "Set-Cookie" not in response.headers
+    assert browser.get("/me").json["user"] == user
+    assert len(stored(raw_collection, user_id=user)) == 1
+    assert browser.post(f"/login/{user}").status_code == 200
+
+
+def test_a_logout_after_the_session_was_revoked_keeps_the_tombstone(raw_collection):
+    # The phone's logout request loaded its session; a login on a laptop
+    # evicts it before the logout ends it. The tombstone stays and the cookie
+    # too, so that the phone is told why on its next request.
+    app = make_app(raw_collection)
+    phone, laptop = app.test_client(), app.test_client()
+    seen = {}
+
+    @app.post("/logout-slowly")
+    def logout_slowly():
+        laptop.post("/login/alice")  # meanwhile
+        logout_user()
+        return {"ok": True}
+
+    @app.get("/why")
+    def why():
+        reason = single_session.revocation()
+        seen["reason"] = reason and reason.reason
+        return "why"
+
+    phone.post("/login/alice")
+    response = phone.post("/logout-slowly")
+    assert response.status_code == 200
+    assert "Set-Cookie" not in response.headers
+    phone.get("/why")
+    assert seen["reason"] == "signed_in_elsewhere"
+    assert laptop.get("/me").json["user"] == "alice"
 
 
 def test_emptying_the_session_while_a_login_moves_it_keeps_the_login(raw_collection):
