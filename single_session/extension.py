@@ -386,16 +386,24 @@ class SingleSession:
         for document in state.store.user_sessions(user_id, now, fields):
             if is_moving(document, now):
                 continue  # its successor, under a new id, is the device's
-
-            device = document.get("device") or {}
+            created_at, seen_at = document.get("created_at"), document.get("seen_at")
+            if not isinstance(created_at, datetime) or not isinstance(
+                seen_at, datetime
+            ):
+                continue  # malformed: removed when its device comes back
+            login_at = document.get("login_at")
+            device = document.get("device")
+            if not isinstance(device, dict):
+                device = {}
+            ip, user_agent = device.get("ip"), device.get("user_agent")
             infos.append(
                 SessionInfo(
                     handle=str(document.get("handle")),
-                    created_at=document["created_at"],
-                    login_at=document.get("login_at"),
-                    last_seen=document["seen_at"],
-                    ip=device.get("ip"),
-                    user_agent=device.get("user_agent"),
+                    created_at=created_at,
+                    login_at=login_at if isinstance(login_at, datetime) else None,
+                    last_seen=seen_at,
+                    ip=ip if isinstance(ip, str) else None,
+                    user_agent=user_agent if isinstance(user_agent, str) else None,
                     current=document["_id"] == current_key,
                     remembered=_remembered(document, now),
                 )

@@ -203,7 +203,9 @@ def _admit(
             live = store.user_sessions(user_id, now, ["_id", "moved_from"])
             # A session moving to a new id counts once: its successor, once it
             # is stored, stands for it.
-            gone = replacing | {d.get("moved_from") for d in live}
+            gone = replacing | {
+                d["moved_from"] for d in live if isinstance(d.get("moved_from"), str)
+            }
             live = [d for d in live if d["_id"] not in gone]
             victims = [d["_id"] for d in live[limit:]]
             if victims:

@@ -35,6 +35,7 @@ from .policy import REMEMBER_TOKEN_REUSED
 from .policy import take_back
 from .sessions import aware
 from .sessions import LOGIN_KEYS
+from .sessions import remember_problem
 from .sessions import Revocation
 from .sessions import revocation_from_document
 from .sessions import ServerSession
@@ -127,6 +128,14 @@ def restore(
         session.remember_cookie = "delete"
         return
     remembered = document["remember"]
+    problem = remember_problem(remembered)
+    if problem is not None:
+        logger.warning(
+            "single_session removed a malformed session document: %s", problem
+        )
+        store.delete(document["_id"])
+        session.remember_cookie = "delete"
+        return
     token_hash = hash_id(token)
     if not same_hash(str(remembered.get("token")), token_hash):
         if _just_replaced(remembered, token_hash, now):

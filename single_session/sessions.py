@@ -230,7 +230,36 @@ def aware(value: t.Any) -> datetime:
 def is_moving(document: dict[str, t.Any], now: datetime) -> bool:
     """Whether a session is getting a new id in another request right now."""
     moving = document.get("moving")
-    return isinstance(moving, datetime) and aware(moving) > now - MOVE_LEASE
+    # (See store._not_moving: a mark far in the future is no move either.)
+    return (
+        isinstance(moving, datetime)
+        and now - MOVE_LEASE < aware(moving) <= now + MOVE_LEASE
+    )
+
+
+#: A remember-me lifetime longer than this (a century) is not one the library
+#: wrote: the document is malformed.
+_MAX_REMEMBER_SECONDS = 100 * 366 * 24 * 3600
+
+
+def remember_problem(remember: t.Any) -> str | None:
+    """What makes a stored remember-me unusable, or ``None`` if it is sound."""
+    if not isinstance(remember, dict):
+        return "remember is not a dict"
+    if not isinstance(remember.get("token"), str) or not isinstance(
+        remember.get("series"), str
+    ):
+        return "remember has no token or series"
+    if not isinstance(remember.get("expires_at"), datetime):
+        return "remember.expires_at is not a date"
+    seconds = remember.get("seconds")
+    if seconds is not None and (
+        isinstance(seconds, bool)
+        or not isinstance(seconds, (int, float))
+        or not 0 < seconds <= _MAX_REMEMBER_SECONDS  # (False for NaN)
+    ):
+        return "remember.seconds is not a lifetime"
+    return None
 
 
 def session_from_document(document: dict[str, t.Any]) -> ServerSession:
@@ -258,8 +287,9 @@ def session_from_document(document: dict[str, t.Any]) -> ServerSession:
             raise ValueError("bound user does not match the session's user")
     remember = document.get("remember")
     if remember is not None:
-        if not isinstance(remember, dict) or not isinstance(remember.get("token"), str):
-            raise ValueError("remember is malformed")
+        problem = remember_problem(remember)
+        if problem is not None:
+            raise ValueError(problem)
         remember["expires_at"] = aware(remember["expires_at"])
     session = ServerSession(data)
     session.document = document
@@ -420,7 +450,9 @@ class ServerSessionInterface(SessionInterface):
                 return session
             try:
                 session = session_from_document(document)
-            except (ValueError, TypeError, KeyError) as e:
+            except (ValueError, TypeError, KeyError, RecursionError) as e:
+                # (RecursionError: stored JSON nested deeper than the parser
+                # goes, which the library never writes.)
                 logger.warning(
                     "single_session removed a malformed session document: %s", e
                 )

@@ -110,8 +110,14 @@ MOVE_LEASE = timedelta(minutes=5)
 
 def _not_moving(now: datetime) -> list[Document]:
     """A filter (for ``$or``): not moving to a new id, or left moving by a move
-    that failed half-way longer than MOVE_LEASE ago (then live again)."""
-    return [{"moving": {"$exists": False}}, {"moving": {"$lte": now - MOVE_LEASE}}]
+    that failed half-way longer than MOVE_LEASE ago (then live again). A mark
+    further in the future than the lease (a clock far off, a corrupted
+    document) is no move either: it would freeze its device for that long."""
+    return [
+        {"moving": {"$exists": False}},
+        {"moving": {"$lte": now - MOVE_LEASE}},
+        {"moving": {"$gt": now + MOVE_LEASE}},
+    ]
 
 
 #: Building an index over a collection that already holds many sessions takes

@@ -4,6 +4,7 @@ that are not what the library writes, and values that cannot be stored."""
 from __future__ import annotations
 
 import hashlib
+from datetime import timedelta
 
 import pytest
 from flask import session
@@ -115,6 +116,9 @@ MALFORMED = {
     "user_id of another user": {"$set": {"user_id": "bob"}},
     "login_at a string": {"$set": {"login_at": "today"}},
     "no login_at": {"$unset": {"login_at": ""}},
+    "data value nested too deep": {
+        "$set": {"data.cart": "[" * 100_000 + "]" * 100_000}
+    },
     "remember not a dict": {"$set": {"remember": "yes"}},
     "revoked not a dict": {"$set": {"revoked": "yes"}},
 }
@@ -146,6 +150,98 @@ def test_malformed_anonymous_document_is_absent_and_removed(
 
     assert client.get("/get/cart").json["value"] is None
     assert stored(collection, _id=doc["_id"]) == []
+
+
+BAD_SECONDS = {
+    "a string": "x",
+    "not a number": float("nan"),
+    "infinite": float("inf"),
+    "beyond any date": 1e300,
+    "negative": -5,
+    "a bool": True,
+}
+
+
+@pytest.mark.parametrize("seconds", BAD_SECONDS.values(), ids=BAD_SECONDS.keys())
+@pytest.mark.parametrize("refresh", [False, True])
+def test_malformed_remember_lifetime_is_absent_and_removed(
+    raw_collection, seconds, refresh
+):
+    # remember.seconds sets the cookie's lifetime: a value the library never
+    # writes is a malformed document, whether the device comes back with its
+    # session cookie or restores from its remember-me cookie.
+    app = make_app(raw_collection, REMEMBER_COOKIE_REFRESH_EACH_REQUEST=refresh)
+    for restart in (False, True):
+        raw_collection.delete_many({})
+        client = app.test_client()
+        client.post("/login/alice?remember=1")
+        (doc,) = stored(raw_collection)
+        raw_collection.update_one(
+            {"_id": doc["_id"]}, {"$set": {"remember.seconds": seconds}}
+        )
+        if restart:
+            client.delete_cookie("session")
+
+        r = client.get("/me")
+
+        assert r.status_code == 200
+        assert r.json["user"] is None
+        assert stored(raw_collection) == []
+        assert client.get_cookie("remember_token") is None
+        assert client.get("/me").status_code == 200
+
+
+def test_a_malformed_moved_from_does_not_stop_the_users_logins(raw_collection):
+    app = make_app(raw_collection)
+    phone, laptop = app.test_client(), app.test_client()
+    phone.post("/login/alice")
+    raw_collection.update_one({"user_id": "alice"}, {"$set": {"moved_from": {"a": 1}}})
+
+    assert laptop.post("/login/alice").status_code == 200
+    assert laptop.get("/me").json["user"] == "alice"
+    assert phone.get("/me").json["user"] is None
+
+
+def test_a_moving_mark_far_in_the_future_does_not_freeze_the_device(raw_collection):
+    # A mark further ahead than the lease (a clock far off, corruption) is no
+    # move: the device goes on, logs out and in again, rather than being
+    # anonymous until that date.
+    app = make_app(raw_collection)
+    clock = app.extensions["single_session"].clock
+    client = app.test_client()
+    client.post("/login/alice")
+    client.post("/set/cart", json=["apple"])
+    raw_collection.update_one(
+        {"user_id": "alice"}, {"$set": {"moving": clock() + timedelta(hours=1)}}
+    )
+
+    assert client.get("/me").json["user"] == "alice"
+    assert client.get("/get/cart").json["value"] == ["apple"]
+    assert client.post("/login/alice").status_code == 200
+    assert client.get("/me").json["user"] == "alice"
+    assert client.get("/get/cart").json["value"] == ["apple"]
+
+
+def test_sessions_of_skips_what_it_cannot_show(raw_collection):
+    app = make_app(raw_collection, SINGLE_SESSION_MAX_SESSIONS=None)
+    ext = app.extensions["test_ext"]
+    devices = [app.test_client() for _ in range(3)]
+    for device in devices:
+        device.post("/login/alice")
+    first, second, third = stored(raw_collection)
+    raw_collection.update_one({"_id": first["_id"]}, {"$set": {"device": "x"}})
+    raw_collection.update_one(
+        {"_id": second["_id"]}, {"$set": {"device": {"ip": 5, "user_agent": ["x"]}}}
+    )
+    raw_collection.update_one({"_id": third["_id"]}, {"$unset": {"created_at": ""}})
+
+    with app.test_request_context():
+        infos = ext.sessions_of("alice")
+
+    assert sorted(i.handle for i in infos) == sorted(
+        [first["handle"], second["handle"]]
+    )
+    assert all(i.ip is None and i.user_agent is None for i in infos)
 
 
 # -- values that cannot be stored ------------------------------------------------------
