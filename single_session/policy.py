@@ -27,6 +27,7 @@ from .exceptions import SessionStoreUnavailable
 from .sessions import aware
 from .sessions import insert_new
 from .sessions import is_moving
+from .sessions import LOGIN_KEYS
 from .sessions import new_document
 from .sessions import ServerSession
 from .store import DuplicateKeyError
@@ -68,6 +69,10 @@ def bind(
     ended) by the time this one was admitted."""
     store = state.store
     now = state.now()
+    # What this request last saw stored: another request's writes since then
+    # are carried over to the new session (see _carry_over).
+    seen = session.stored
+    current = session.document
     stored, entries = serialization.dump_data(session, state.max_size(), session.loaded)
     document = new_document(state, stored, now)
     document["user_id"] = user_id
@@ -130,12 +135,15 @@ def bind(
             taken,
         )
         raise
+    last = None  # the device's current session as it was when it went
     try:
         for moving in taken:
             finished = store.finish_move(moving)
             ended_meanwhile = ended_meanwhile or (
                 finished is not None and "revoked" in finished
             )
+            if current is not None and moving["_id"] == current["_id"]:
+                last = finished
     except SessionStoreUnavailable:
         # The moves cannot be finished: undo the login rather than leave the
         # replaced sessions to come back later beside it.
@@ -143,12 +151,17 @@ def bind(
         raise
     for other in others:
         try:
-            store.delete(other["_id"])
+            removed = store.remove(other["_id"])
         except SessionStoreUnavailable:
             # The login is done (and may have evicted a device for it): do not
             # fail it now. The old session is only left over: its cookie is
             # replaced, and it expires on its own.
             logger.warning("single_session could not delete a replaced session")
+        else:
+            if other is current:
+                last = removed
+    if last is not None and "revoked" not in last:
+        _carry_over(state, document["_id"], seen, stored, last, now)
     if remember is None and any(d.get("remember") for d in replaced):
         session.remember_cookie = "delete"  # it remembered a replaced login
     # Stored as it is now. The end of the request writes again what changed,
@@ -160,6 +173,43 @@ def bind(
     session.mark_written()
     session.written_early = True
     return ended_meanwhile
+
+
+def _carry_over(
+    state: _State,
+    key: str,
+    seen: dict[str, str],
+    stored: dict[str, str],
+    last: dict[str, t.Any],
+    now: datetime,
+) -> None:
+    """Another request of the browser (a second tab) may have written to the
+    replaced session while this one logged in: its keys go to the new session,
+    as its write would have reached the session had it come first. A key this
+    request changed itself keeps this request's value (the later write), as two
+    requests writing one session do; Flask-Login's keys are the login's."""
+    data = last.get("data")
+    if not isinstance(data, dict):
+        return
+    set_: dict[str, t.Any] = {}
+    unset: dict[str, t.Any] = {}
+    for field in data.keys() | seen.keys():
+        theirs = data.get(field)
+        if (
+            theirs == seen.get(field)
+            or stored.get(field) != seen.get(field)
+            or serialization.unescape_key(field) in LOGIN_KEYS
+        ):
+            continue
+        if theirs is None:
+            unset["data." + field] = ""
+        elif isinstance(theirs, str):
+            set_["data." + field] = theirs
+    if set_ or unset:
+        try:
+            state.store.update_live(key, now, set_, unset)
+        except SessionStoreUnavailable:
+            logger.warning("single_session could not carry over a write made meanwhile")
 
 
 def _keep_age(document: dict[str, t.Any], old: dict[str, t.Any]) -> None:

@@ -464,6 +464,12 @@ class SessionStore:
         )
         return result.deleted_count == 1
 
+    def remove(self, key: str) -> Document | None:
+        """Delete a session; returns what it was by then (``None`` if gone)."""
+        return self._call(
+            lambda: self.collection.find_one_and_delete({"_id": key}), retry=True
+        )
+
     # -- moving a session to a new id ---------------------------------------
     #
     # A session gets a new id (a remember-me restore, logout_others) in three

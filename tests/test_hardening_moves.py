@@ -8,6 +8,7 @@ import threading
 import typing as t
 
 import pytest
+from flask import request
 from flask import Response
 from flask import session
 from flask import stream_with_context
@@ -542,6 +543,80 @@ def test_logout_others_keeps_the_absolute_lifetime(raw_collection):
     assert moved["expires_at"] <= moved["absolute_expires_at"]
     clock.advance(minutes=15)  # 65 minutes after the sign-in
     assert thief.get("/me").json["user"] is None
+
+
+def _slow_writer(app: t.Any) -> tuple[threading.Event, threading.Event]:
+    """A page that has loaded the session, then writes to it when told (as a
+    second tab's request would, one that began before a login)."""
+    loaded, write = threading.Event(), threading.Event()
+
+    @app.post("/set-later")
+    def set_later() -> t.Any:
+        session.get("cart")
+        loaded.set()
+        write.wait(10)
+        for key, value in request.get_json().items():
+            if value is None:
+                session.pop(key, None)
+            else:
+                session[key] = value
+        return {"ok": True}
+
+    return loaded, write
+
+
+@pytest.mark.parametrize(
+    "login", ["/login/bob", "/login/alice", "/logout-others"], ids=str.strip
+)
+def test_a_login_keeps_what_another_tab_wrote_meanwhile(raw_collection, login):
+    # A login gives the session a new id, made of what its request loaded. A
+    # second tab of the browser writes to the old session meanwhile (after the
+    # login has taken it, for the same user): that write is carried over, as
+    # two requests writing to one session each keep their keys. A key both
+    # change keeps the login's value (the later write), and a key the other
+    # tab removed stays removed.
+    app = make_app(raw_collection, SINGLE_SESSION_MAX_SESSIONS=None)
+
+    @app.post("/logout-others")
+    def logout_others() -> t.Any:
+        session["both"] = "login"
+        return {"ended": app.extensions["test_ext"].logout_others(current_user)}
+
+    @app.post("/login/<name>/both")
+    def login_both(name: str) -> t.Any:
+        session["both"] = "login"
+        return app.view_functions["login"](name)
+
+    loaded, write = _slow_writer(app)
+    browser = app.test_client()
+    browser.post("/login/alice")
+    browser.post("/set/cart", json=["apple"])
+    browser.post("/set/gone", json=1)
+    tab = app.test_client()
+    tab.set_cookie("session", browser.get_cookie("session").value)
+    changes = {"csrf": "token", "both": "tab", "gone": None}
+    tab_request = threading.Thread(
+        target=lambda: tab.post("/set-later", json=changes), daemon=True
+    )
+    tab_request.start()
+    assert loaded.wait(10)
+    store = app.extensions["single_session"].store
+
+    def the_tab_writes() -> None:
+        write.set()
+        tab_request.join(10)
+
+    # (After the insert: a same-user login has taken the session by then.)
+    after(store, "insert", the_tab_writes)
+    path = login if login == "/logout-others" else login + "/both"
+    assert browser.post(path).status_code == 200
+    assert not tab_request.is_alive()
+
+    assert browser.get("/get/csrf").json["value"] == "token"
+    assert browser.get("/get/both").json["value"] == "login"
+    assert browser.get("/get/gone").json["value"] is None
+    assert browser.get("/get/cart").json["value"] == ["apple"]
+    assert len(stored(raw_collection, user_id=browser.get("/me").json["user"])) == 1
 
 
 @pytest.mark.parametrize("on_limit", ["evict", "deny"])

@@ -236,7 +236,7 @@ def test_login_whose_old_session_cannot_be_deleted_still_succeeds(
     laptop = app.test_client()
     laptop.post("/set/cart", json=["apple"])
     old_cookie = laptop.get_cookie("session").value
-    faulty.faults.plan("delete_one", transient(), transient())
+    faulty.faults.plan("find_one_and_delete", transient(), transient())
 
     r = laptop.post("/login/alice")
 
