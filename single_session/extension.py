@@ -355,13 +355,19 @@ class SingleSession:
         state = get_state(current_app)
         user_id = _user_id(user)
         session = _current_session()
-        keep = (
-            session.key if session is not None and session.user_id == user_id else None
+        if session is None or session.user_id != user_id:
+            return policy.revoke_all(state, user_id, policy.LOGOUT_OTHERS)
+        # The new id first: taking the session checks that it is still live
+        # (a device evicted meanwhile ends nobody). Its login time becomes now,
+        # and only logins up to now end, so that a login from elsewhere racing
+        # this one is ordered with it as the policy orders logins: the newer
+        # one stays, never neither.
+        now = state.now()
+        if not _rotate(state, session, user, now):
+            return 0
+        return policy.revoke_all(
+            state, user_id, policy.LOGOUT_OTHERS, keep=session.key, logged_in_by=now
         )
-        count = policy.revoke_all(state, user_id, policy.LOGOUT_OTHERS, keep=keep)
-        if session is not None and keep is not None:
-            _rotate(state, session, user)
-        return count
 
     def sessions_of(self, user: t.Any) -> list[SessionInfo]:
         """The live sessions of ``user`` (a user object or its id), newest login
@@ -500,35 +506,37 @@ def _current_session() -> ServerSession | None:
     return None if current is None else current[1]
 
 
-def _rotate(state: _State, session: ServerSession, user: t.Any) -> None:
-    """Give the current session a new id, as a new login of the same user on
-    this device would (keeping its login time and remember-me), through the
-    policy. If it was revoked or ended meanwhile, this request is logged out."""
+def _rotate(
+    state: _State, session: ServerSession, user: t.Any, login_at: datetime
+) -> bool:
+    """Give the current session a new id, logged in at ``login_at``, as a new
+    login of the same user on this device would (keeping its age and
+    remember-me), through the policy. Returns whether the session is still
+    live: if it was revoked or ended meanwhile, this request is logged out."""
     document = session.document
     if document is None or session.saved:
         # (In a streamed body the response's cookies are out: the session
         # keeps its id, and only the others end.)
-        return
+        return document is not None
     if not callable(getattr(user, "get_id", None)):
         # An id (a str, an int...): the policy may need the user object.
         user = state.load_user(_user_id(user))
     if user is None:
-        return
-    login_at = document.get("login_at")
+        return False
     try:
         revoked = policy.bind(
             state,
             session,
             user,
             document["user_id"],
-            login_at=login_at if isinstance(login_at, datetime) else None,
+            login_at=login_at,
             remember=document.get("remember"),
             rotating=True,
         )
     except LoginDenied:
         # Its place went to another login meanwhile (see the README).
         logout_user()
-        return
+        return False
     if revoked:
         now = state.now()
         current = state.store.load(document["_id"], now)
@@ -536,8 +544,10 @@ def _rotate(state: _State, session: ServerSession, user: t.Any) -> None:
             # Another request of this browser is giving it a new id (a double
             # click): that one's response carries the cookie; this one leaves it.
             session.frozen = True
-            return
+            return False
         logout_user()  # revoked or ended meanwhile (the new session too)
+        return False
+    return True
 
 
 # -- request hooks ---------------------------------------------------------------

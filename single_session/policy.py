@@ -286,11 +286,19 @@ def _admit(
 
 
 def revoke_all(
-    state: _State, user_id: str, reason: str, *, keep: str | None = None
+    state: _State,
+    user_id: str,
+    reason: str,
+    *,
+    keep: str | None = None,
+    logged_in_by: datetime | None = None,
 ) -> int:
-    """Revoke every live session of ``user_id`` (but ``keep``); one update."""
+    """Revoke every live session of ``user_id`` (but ``keep``, and those logged
+    in after ``logged_in_by``); one update."""
     now = state.now()
     query: dict[str, t.Any] = {"user_id": user_id, "purge_at": {"$gt": now}}
     if keep is not None:
         query["_id"] = {"$ne": keep}
+    if logged_in_by is not None:
+        query["login_at"] = {"$lte": logged_in_by}
     return state.store.revoke(query, reason, now)

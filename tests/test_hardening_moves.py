@@ -291,6 +291,38 @@ def test_a_login_during_logout_others_still_evicts(raw_collection):
     assert laptop.get("/me").json["user"] is None
 
 
+@pytest.mark.parametrize("moment", ["load", "insert"])
+def test_logout_others_never_ends_a_newer_login_from_elsewhere(raw_collection, moment):
+    # The phone presses "log out other devices" while alice logs in on a
+    # laptop: the laptop logs in after the phone's request loaded its session
+    # (and evicts it), or after the phone's new id was stored. Either way the
+    # laptop, the newer login, stays; the phone ends signed out and is told why.
+    app = _with_logout_others(make_app(raw_collection))
+
+    @app.get("/why")
+    def why() -> t.Any:
+        reason = single_session.revocation()
+        return {"reason": reason and reason.reason}
+
+    phone, laptop = app.test_client(), app.test_client()
+    phone.post("/login/alice")
+    store = app.extensions["single_session"].store
+    seen = {}
+    after(
+        store,
+        moment,
+        lambda: seen.update(r=_in_thread(lambda: laptop.post("/login/alice"))),
+    )
+    response = phone.post("/logout-others")
+    assert response.status_code == 200
+    assert seen["r"].json["user"] == "alice"
+    assert response.json["ended"] == 0
+    assert laptop.get("/me").json["user"] == "alice"
+    assert phone.get("/why").json["reason"] == "signed_in_elsewhere"
+    assert phone.get("/me").json["user"] is None
+    assert len(stored(raw_collection, user_id="alice")) == 1
+
+
 @pytest.mark.parametrize("on_limit", ["evict", "deny"])
 def test_a_second_click_during_logout_others(raw_collection, on_limit):
     # The same browser asks twice at once (a double click): the second request
@@ -326,15 +358,15 @@ def test_deny_a_failed_login_again_keeps_the_session(raw_collection, faulty):
 
 
 def test_logout_others_after_a_logout_everywhere_does_not_bring_it_back(raw_collection):
-    # logout_everywhere from the phone lands between logout_others' own
-    # revocation and the new id: the laptop must end signed out.
+    # logout_everywhere from the phone lands while logout_others moves the
+    # session to its new id: the laptop must end signed out.
     app = _with_logout_others(
         make_app(raw_collection, SINGLE_SESSION_MAX_SESSIONS=None)
     )
     laptop = app.test_client()
     laptop.post("/login/alice?remember=1")
     store = app.extensions["single_session"].store
-    after(store, "revoke", lambda: _in_thread(logged_out_everywhere(app)))
+    after(store, "take", lambda: _in_thread(logged_out_everywhere(app)))
     response = laptop.post("/logout-others")
     assert response.status_code == 200
     assert response.json["user"] is None
@@ -412,7 +444,7 @@ def test_a_double_click_on_logout_others(raw_collection):
     # first one's is under way: it stores nothing and leaves the cookie alone.
     app = _with_logout_others(make_app(raw_collection, SINGLE_SESSION_ON_LIMIT="deny"))
     browser, second, store = logged_in_with_another_tab(app)
-    seen = while_first_moves(store, "revoke", lambda: second.post("/logout-others"))
+    seen = while_first_moves(store, "load", lambda: second.post("/logout-others"))
     first = browser.post("/logout-others")
     assert first.status_code == 200
     assert first.json["user"] == "alice"
