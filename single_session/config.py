@@ -81,13 +81,30 @@ def timeout(config: Config) -> float:
     return duration("SINGLE_SESSION_TIMEOUT", value, least=0.001).total_seconds()
 
 
-def check(config: Config) -> None:
-    """Check every setting the extension reads (``init_app`` calls it)."""
-    on_limit = config["SINGLE_SESSION_ON_LIMIT"]
-    if on_limit not in ("evict", "deny"):
+def on_limit(value: t.Any) -> str:
+    """``SINGLE_SESSION_ON_LIMIT``."""
+    if value not in ("evict", "deny"):
         raise ConfigurationError(
-            f"SINGLE_SESSION_ON_LIMIT must be 'evict' or 'deny', got {on_limit!r}."
+            f"SINGLE_SESSION_ON_LIMIT must be 'evict' or 'deny', got {value!r}."
         )
+    return t.cast(str, value)
+
+
+def record_device(value: t.Any) -> bool:
+    """``SINGLE_SESSION_RECORD_DEVICE``: a bool, not a string such as
+    ``"false"`` read from the environment (which would be true)."""
+    if not isinstance(value, bool):
+        raise ConfigurationError(
+            f"SINGLE_SESSION_RECORD_DEVICE must be True or False, got {value!r}."
+        )
+    return value
+
+
+def check(config: Config, reasons: t.Collection[str]) -> None:
+    """Check every setting the extension reads (``init_app`` calls it);
+    ``reasons`` are the revocation reasons a message may be given for."""
+    on_limit(config["SINGLE_SESSION_ON_LIMIT"])
+    record_device(config["SINGLE_SESSION_RECORD_DEVICE"])
     limit = config["SINGLE_SESSION_MAX_SESSIONS"]
     if not callable(limit):
         check_limit(limit)
@@ -122,6 +139,63 @@ def check(config: Config) -> None:
             "SINGLE_SESSION_REVOKED_MESSAGE must be a message (a str, or a lazy"
             " translation such as flask_babel's lazy_gettext), a dict of reason to"
             f" message (or None), or None; got {messages!r}."
+        )
+    if isinstance(messages, Mapping):
+        unknown = sorted(str(k) for k in messages.keys() - set(reasons))
+        if unknown:
+            raise ConfigurationError(
+                "SINGLE_SESSION_REVOKED_MESSAGE has no such reason:"
+                f" {', '.join(unknown)} (the reasons are"
+                f" {', '.join(sorted(reasons))})."
+            )
+
+
+#: What MongoDB does not take in a database name.
+_NOT_IN_DATABASE_NAME = set('/\\. "$\0')
+
+
+def location(config: Config) -> None:
+    """``SINGLE_SESSION_MONGODB_URI``, ``_DATABASE`` and ``_COLLECTION``, as far
+    as they can be checked without a connection (a ``mongodb+srv://`` URI's
+    hosts are looked up in the DNS: only when the app first connects)."""
+    from pymongo.errors import InvalidURI
+    from pymongo.uri_parser import parse_uri
+
+    uri = config["SINGLE_SESSION_MONGODB_URI"]
+    if not isinstance(uri, str):
+        raise ConfigurationError(
+            f"SINGLE_SESSION_MONGODB_URI must be a MongoDB URI, got {uri!r}."
+        )
+    if not uri.startswith("mongodb+srv://"):
+        try:
+            parse_uri(uri)
+        except (InvalidURI, ValueError) as e:
+            raise ConfigurationError(
+                f"SINGLE_SESSION_MONGODB_URI is not a usable MongoDB URI: {e}"
+            ) from None
+    database = config["SINGLE_SESSION_DATABASE"]
+    if database is not None and (
+        not isinstance(database, str)
+        or not database
+        or _NOT_IN_DATABASE_NAME & set(database)
+    ):
+        raise ConfigurationError(
+            "SINGLE_SESSION_DATABASE must be a database name (not empty, without"
+            f' any of / \\ . space " $), or None; got {database!r}.'
+        )
+    name = config["SINGLE_SESSION_COLLECTION"]
+    if (
+        not isinstance(name, str)
+        or not name
+        or "$" in name
+        or "\0" in name
+        or name.startswith((".", "system."))
+        or name.endswith(".")
+    ):
+        raise ConfigurationError(
+            "SINGLE_SESSION_COLLECTION must be a collection name (not empty,"
+            " without $, not starting with 'system.' nor starting or ending with"
+            f" a dot); got {name!r}."
         )
 
 

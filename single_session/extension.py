@@ -33,6 +33,9 @@ from .config import check as check_config
 from .config import check_limit
 from .config import DEFAULTS
 from .config import duration
+from .config import location as check_location
+from .config import on_limit as check_on_limit
+from .config import record_device as check_record_device
 from .config import timeout as config_timeout
 from .exceptions import ConfigurationError
 from .exceptions import LoginDenied
@@ -40,6 +43,7 @@ from .exceptions import SessionStoreUnavailable
 from .flash_cookie import FlashCookie
 from .sessions import end_login
 from .sessions import is_moving
+from .sessions import LOGGED_OUT
 from .sessions import LOGIN_KEYS
 from .sessions import Revocation
 from .sessions import ServerSession
@@ -59,6 +63,16 @@ EXTENSION_NAME = "single_session"
 logger = logging.getLogger("single_session")
 
 #: Default flash messages for a device whose session was revoked, by reason.
+#: Every reason a session is revoked or ended for.
+REASONS = (
+    policy.SIGNED_IN_ELSEWHERE,
+    policy.LOGOUT_EVERYWHERE,
+    policy.LOGOUT_OTHERS,
+    policy.REVOKED,
+    policy.REMEMBER_TOKEN_REUSED,
+    LOGGED_OUT,
+)
+
 DEFAULT_REVOKED_MESSAGES: dict[str, str] = {
     policy.SIGNED_IN_ELSEWHERE: (
         "You were signed out because your account signed in on another device."
@@ -151,8 +165,8 @@ class _State:
         return bool(self.config.get("REMEMBER_COOKIE_REFRESH_EACH_REQUEST"))
 
     def on_limit(self) -> str:
-        on_limit: str = self.config["SINGLE_SESSION_ON_LIMIT"]
-        return on_limit
+        # (Checked again here, as the limit is: a test may set it after init.)
+        return check_on_limit(self.config["SINGLE_SESSION_ON_LIMIT"])
 
     def limit_for(self, user: t.Any) -> int | None:
         limit = self.config["SINGLE_SESSION_MAX_SESSIONS"]
@@ -161,7 +175,8 @@ class _State:
         return check_limit(limit)
 
     def device(self) -> dict[str, str] | None:
-        if not self.config["SINGLE_SESSION_RECORD_DEVICE"] or not has_request_context():
+        record = check_record_device(self.config["SINGLE_SESSION_RECORD_DEVICE"])
+        if not record or not has_request_context():
             return None
         environ = request.environ
         return {
@@ -228,10 +243,19 @@ class SingleSession:
         if app is not None:
             self.init_app(app)
 
-    def init_app(self, app: Flask) -> None:
+    def init_app(
+        self,
+        app: Flask,
+        *,
+        collection: Collection[dict[str, t.Any]] | None = None,
+    ) -> None:
         """Register the extension on ``app``: its session interface, request
         hooks, Flask-Login receivers and the ``flask single-session`` commands.
         It never waits for the database: indexes are created on the first write.
+
+        :param collection: this app's collection (an app factory's test app
+            given a mongomock collection, say), in place of the one given to the
+            constructor or built from the configuration.
 
         Configuration (defaults in brackets):
 
@@ -270,10 +294,10 @@ class SingleSession:
         for key, default in DEFAULTS.items():
             config.setdefault(key, default)
         config.setdefault("SINGLE_SESSION_REVOKED_MESSAGE", DEFAULT_REVOKED_MESSAGES)
-        check_config(config)
+        check_config(config, REASONS)
 
         store = SessionStore(
-            self._collection_source(app),
+            self._collection_source(app, collection or self.collection),
             config_timeout(config),
             functools.partial(_request_budget, app),
         )
@@ -296,19 +320,20 @@ class SingleSession:
         app.cli.add_command(single_session_cli)
 
     def _collection_source(
-        self, app: Flask
+        self, app: Flask, collection: Collection[dict[str, t.Any]] | None
     ) -> t.Callable[[], Collection[dict[str, t.Any]]]:
-        collection = self.collection
         if collection is not None:
             return lambda: collection
         uri = app.config["SINGLE_SESSION_MONGODB_URI"]
         if not uri:
             raise ConfigurationError(
                 "single_session needs a MongoDB collection. Either pass one,"
-                " SingleSession(app, collection=client.mydb.sessions), or set"
-                " SINGLE_SESSION_MONGODB_URI (with SINGLE_SESSION_DATABASE and"
-                " SINGLE_SESSION_COLLECTION if the defaults do not suit)."
+                " SingleSession(app, collection=client.mydb.sessions) or"
+                " init_app(app, collection=...), or set SINGLE_SESSION_MONGODB_URI"
+                " (with SINGLE_SESSION_DATABASE and SINGLE_SESSION_COLLECTION if the"
+                " defaults do not suit)."
             )
+        check_location(app.config)
         database = app.config["SINGLE_SESSION_DATABASE"]
         name = app.config["SINGLE_SESSION_COLLECTION"]
 

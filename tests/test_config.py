@@ -9,9 +9,13 @@ from decimal import Decimal
 from types import MappingProxyType
 
 import pytest
+from flask import Flask
+from flask import session
+from flask_login import LoginManager
 
 from conftest import make_app
 from single_session import ConfigurationError
+from single_session import SingleSession
 
 BAD = [
     ("SINGLE_SESSION_TOUCH_INTERVAL", "abc"),
@@ -46,6 +50,10 @@ BAD = [
     ("SINGLE_SESSION_REVOKED_MESSAGE", {"revoked": 5}),
     ("SINGLE_SESSION_REVOKED_MESSAGE", lambda reason: "bye"),
     ("SINGLE_SESSION_REVOKED_MESSAGE", MappingProxyType({"revoked": ["x"]})),
+    ("SINGLE_SESSION_REVOKED_MESSAGE", {"signed_in_elswhere": "Signed out."}),
+    ("SINGLE_SESSION_RECORD_DEVICE", "false"),  # as an environment variable gives it
+    ("SINGLE_SESSION_RECORD_DEVICE", None),
+    ("SINGLE_SESSION_RECORD_DEVICE", 0),
 ]
 
 
@@ -84,6 +92,8 @@ GOOD = [
     ("SINGLE_SESSION_REVOKED_MESSAGE", None),
     ("SINGLE_SESSION_REVOKED_MESSAGE", "Signed out."),
     ("SINGLE_SESSION_REVOKED_MESSAGE", {"revoked": None, "logout_everywhere": "x"}),
+    ("SINGLE_SESSION_REVOKED_MESSAGE", {"logged_out": "Signed out in another tab."}),
+    ("SINGLE_SESSION_RECORD_DEVICE", False),
 ]
 
 
@@ -101,3 +111,86 @@ def test_a_setting_changed_later_to_a_bad_value_names_itself(collection):
     app.config["TESTING"] = True
     with pytest.raises(ConfigurationError, match="SINGLE_SESSION_MAX_SESSIONS"):
         app.test_client().post("/login/alice")
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("SINGLE_SESSION_ON_LIMIT", "Evict"),
+        ("SINGLE_SESSION_RECORD_DEVICE", "false"),
+    ],
+)
+def test_a_setting_read_at_login_changed_later_to_a_bad_value(collection, key, value):
+    # A typo set after init_app (a test fixture, say) fails the login that reads
+    # it rather than behaving as some other value ("deny", or recording).
+    app = make_app(collection)
+    app.config[key] = value
+    with pytest.raises(ConfigurationError, match=key):
+        app.test_client().post("/login/alice")
+
+
+LOCATIONS = [
+    ("SINGLE_SESSION_MONGODB_URI", "mongodb://"),
+    ("SINGLE_SESSION_MONGODB_URI", "http://localhost"),
+    ("SINGLE_SESSION_MONGODB_URI", "mongodb://localhost:99999"),
+    ("SINGLE_SESSION_MONGODB_URI", "mongodb://localhost/?timeoutMS=abc"),
+    ("SINGLE_SESSION_MONGODB_URI", 27017),
+    ("SINGLE_SESSION_DATABASE", "my.db"),
+    ("SINGLE_SESSION_DATABASE", ""),
+    ("SINGLE_SESSION_DATABASE", 5),
+    ("SINGLE_SESSION_COLLECTION", ""),
+    ("SINGLE_SESSION_COLLECTION", "a$b"),
+    ("SINGLE_SESSION_COLLECTION", "system.sessions"),
+    ("SINGLE_SESSION_COLLECTION", ".sessions"),
+    ("SINGLE_SESSION_COLLECTION", None),
+]
+
+
+@pytest.mark.parametrize("key, value", LOCATIONS, ids=lambda v: repr(v))
+def test_a_bad_location_is_refused_at_init_app(key, value):
+    # Checked without a connection: a typo is found when the app starts, not by
+    # a 500 on the first write.
+    config = {"SINGLE_SESSION_MONGODB_URI": "mongodb://127.0.0.1:1/app", key: value}
+    app = Flask(__name__)
+    app.config.update(SECRET_KEY="k", **config)
+    LoginManager(app)
+    with pytest.raises(ConfigurationError) as info:
+        SingleSession(app)
+    assert key in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "mongodb://127.0.0.1:1",
+        "mongodb://user:pw@127.0.0.1:1,127.0.0.2:1/app?replicaSet=rs&timeoutMS=500",
+        "mongodb+srv://cluster.example.invalid/app",  # (no DNS lookup at init)
+    ],
+)
+def test_good_locations_are_accepted_without_connecting(uri):
+    app = Flask(__name__)
+    app.config.update(SECRET_KEY="k", SINGLE_SESSION_MONGODB_URI=uri)
+    LoginManager(app)
+    SingleSession(app)
+    assert app.extensions["single_session"].store is not None
+
+
+def test_init_app_takes_a_collection_for_an_app_factory(raw_collection):
+    single = SingleSession()
+
+    def create_app() -> Flask:
+        app = Flask(__name__)
+        app.config.update(SECRET_KEY="k")
+        LoginManager(app)
+        single.init_app(app, collection=raw_collection)
+
+        @app.post("/set")
+        def set_value() -> str:
+            session["cart"] = ["apple"]
+            return "ok"
+
+        return app
+
+    create_app().test_client().post("/set")
+    (document,) = raw_collection.find()
+    assert "cart" in document["data"]
