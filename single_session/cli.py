@@ -43,8 +43,8 @@ def _clear_errors(command: F) -> F:
             cause = e.__cause__
             why = f": {type(cause).__name__}: {_first_line(cause)}" if cause else ""
             raise click.ClickException(
-                f"MongoDB did not answer within SINGLE_SESSION_TIMEOUT ({timeout} s)"
-                + why
+                "MongoDB could not be reached, or did not answer within"
+                f" SINGLE_SESSION_TIMEOUT ({timeout} s)" + why
             ) from e
         except SingleSessionError as e:  # (an index in the way, say)
             raise click.ClickException(str(e)) from e
@@ -114,4 +114,4 @@ def _first_line(error: BaseException, limit: int = 200) -> str:
 
 
 def _when(value: datetime | None) -> str:
-    return "-" if value is None else value.strftime("%Y-%m-%d %H:%M:%S")
+    return "-" if value is None else value.strftime("%Y-%m-%d %H:%M:%S UTC")
