@@ -547,7 +547,7 @@ def _rotate(
         # An id (a str, an int...): the policy may need the user object.
         user = state.load_user(_user_id(user))
     if user is None:
-        return False
+        return True  # (the user_loader knows no such user: the id stays)
     try:
         revoked = policy.bind(
             state,

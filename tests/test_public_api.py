@@ -92,6 +92,15 @@ def test_logout_others_with_an_int_id_and_a_limit_per_user(collection: t.Any) ->
     def me() -> t.Any:
         return jsonify(user=current_user.get_id())
 
+    @app.post("/others-of-a-deleted-user")
+    def others_of_a_deleted_user() -> t.Any:
+        # The account is deleted while a device is signed in to it: its other
+        # sessions end all the same; this one keeps its id (no user to run
+        # the policy for).
+        user_id = current_user.get_id()
+        del members[1]
+        return jsonify(ended=extension.logout_others(user_id))
+
     phone, laptop = app.test_client(), app.test_client()
     phone.post("/login")
     laptop.post("/login")
@@ -99,6 +108,13 @@ def test_logout_others_with_an_int_id_and_a_limit_per_user(collection: t.Any) ->
     assert response.status_code == 200 and response.json == {"ended": 1}
     assert who(laptop) == 1
     assert who(phone) is None
+
+    phone.post("/login")
+    response = phone.post("/others-of-a-deleted-user")
+    assert response.status_code == 200 and response.json == {"ended": 1}
+    assert (
+        len(list(collection.find({"user_id": "1", "revoked": {"$exists": False}}))) == 1
+    )
 
 
 @pytest.mark.parametrize("cleared_first", [False, True])
