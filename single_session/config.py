@@ -158,7 +158,7 @@ def location(config: Config) -> None:
     """``SINGLE_SESSION_MONGODB_URI``, ``_DATABASE`` and ``_COLLECTION``, as far
     as they can be checked without a connection (a ``mongodb+srv://`` URI's
     hosts are looked up in the DNS: only when the app first connects)."""
-    from pymongo.errors import InvalidURI
+    from pymongo.errors import PyMongoError
     from pymongo.uri_parser import parse_uri
 
     uri = config["SINGLE_SESSION_MONGODB_URI"]
@@ -168,11 +168,15 @@ def location(config: Config) -> None:
         )
     if not uri.startswith("mongodb+srv://"):
         try:
-            parse_uri(uri)
-        except (InvalidURI, ValueError) as e:
+            # (warn: an option pymongo does not know is a warning, as it is for
+            # MongoClient, not an error.)
+            parse_uri(uri, warn=True)
+        except (PyMongoError, ValueError) as e:
             raise ConfigurationError(
                 f"SINGLE_SESSION_MONGODB_URI is not a usable MongoDB URI: {e}"
             ) from None
+        except OSError:
+            pass  # a TLS file not there yet: left to the first connection
     database = config["SINGLE_SESSION_DATABASE"]
     if database is not None and (
         not isinstance(database, str)

@@ -297,7 +297,9 @@ class SingleSession:
         check_config(config, REASONS)
 
         store = SessionStore(
-            self._collection_source(app, collection or self.collection),
+            self._collection_source(
+                app, collection if collection is not None else self.collection
+            ),
             config_timeout(config),
             functools.partial(_request_budget, app),
         )
@@ -384,15 +386,23 @@ class SingleSession:
             return policy.revoke_all(state, user_id, policy.LOGOUT_OTHERS)
         # The new id first: taking the session checks that it is still live
         # (a device evicted meanwhile ends nobody). Its login time becomes now,
-        # and only logins up to now end, so that a login from elsewhere racing
-        # this one is ordered with it as the policy orders logins: the newer
-        # one stays, never neither.
+        # and only older logins end, in the policy's order, so that a login
+        # from elsewhere racing this one is ordered with it as the policy
+        # orders logins: the newer one stays, never neither.
         now = state.now()
-        if not _rotate(state, session, user, now):
-            return 0
-        return policy.revoke_all(
-            state, user_id, policy.LOGOUT_OTHERS, keep=session.key, logged_in_by=now
-        )
+        try:
+            if not _rotate(state, session, user, now):
+                return 0
+        except LoginDenied:
+            # Under "deny", with a limit lowered since, the others hold every
+            # place: they end first, then this session takes one.
+            count = _revoke_older(state, user_id, session, now)
+            try:
+                _rotate(state, session, user, now)
+            except LoginDenied:
+                logout_user()  # its place went to a login from elsewhere
+            return count
+        return _revoke_older(state, user_id, session, now)
 
     def sessions_of(self, user: t.Any) -> list[SessionInfo]:
         """The live sessions of ``user`` (a user object or its id), newest login
@@ -531,13 +541,25 @@ def _current_session() -> ServerSession | None:
     return None if current is None else current[1]
 
 
+def _revoke_older(
+    state: _State, user_id: str, session: ServerSession, now: datetime
+) -> int:
+    key = session.key
+    assert key is not None
+    return policy.revoke_all(
+        state, user_id, policy.LOGOUT_OTHERS, keep=key, older_than=(now, key)
+    )
+
+
 def _rotate(
     state: _State, session: ServerSession, user: t.Any, login_at: datetime
 ) -> bool:
     """Give the current session a new id, logged in at ``login_at``, as a new
     login of the same user on this device would (keeping its age and
-    remember-me), through the policy. Returns whether the session is still
-    live: if it was revoked or ended meanwhile, this request is logged out."""
+    remember-me), through the policy (raises :exc:`LoginDenied`). Returns
+    whether the session is still this request's and live: if it was revoked
+    or ended meanwhile, this request is logged out; if another request of the
+    browser is moving it (a double click), this one leaves it to that one."""
     document = session.document
     if document is None or session.saved:
         # (In a streamed body the response's cookies are out: the session
@@ -548,20 +570,17 @@ def _rotate(
         user = state.load_user(_user_id(user))
     if user is None:
         return True  # (the user_loader knows no such user: the id stays)
-    try:
-        revoked = policy.bind(
-            state,
-            session,
-            user,
-            document["user_id"],
-            login_at=login_at,
-            remember=document.get("remember"),
-            rotating=True,
-        )
-    except LoginDenied:
-        # Its place went to another login meanwhile (see the README).
-        logout_user()
-        return False
+    revoked = policy.bind(
+        state,
+        session,
+        user,
+        document["user_id"],
+        login_at=login_at,
+        remember=document.get("remember"),
+        rotating=True,
+    )
+    if session.frozen:
+        return False  # (a double click: the other request moves it)
     if revoked:
         now = state.now()
         current = state.store.load(document["_id"], now)

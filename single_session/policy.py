@@ -64,9 +64,10 @@ def bind(
     restored in this request: the new login ends it. ``moving_id`` is a session
     the caller is moving to this new one (a remember-me restore): the policy
     does not count it. With ``rotating`` (the same login under a new id, no
-    new sign-in), nothing is stored if the current session cannot be taken.
-    Returns whether a replaced login of the same user was revoked (or had
-    ended) by the time this one was admitted."""
+    new sign-in), nothing is stored if the current session cannot be taken,
+    and under "evict" no other session is evicted (``logout_others``, which
+    rotates, ends them itself). Returns whether a replaced login of the same
+    user was revoked (or had ended) by the time this one was admitted."""
     store = state.store
     now = state.now()
     # What this request last saw stored: another request's writes since then
@@ -120,7 +121,7 @@ def bind(
             state,
             document,
             user_id,
-            state.limit_for(user),
+            None if rotating and state.on_limit() == "evict" else state.limit_for(user),
             now,
             {d["_id"] for d in taken} | ({moving_id} if moving_id else set()),
         )
@@ -160,7 +161,12 @@ def bind(
         else:
             if other is current:
                 last = removed
-    if last is not None and "revoked" not in last:
+    if (
+        last is not None
+        and "revoked" not in last
+        and last.get("user_id") in (None, user_id)
+        and not session.cleared
+    ):
         _carry_over(state, document["_id"], seen, stored, last, now)
     if remember is None and any(d.get("remember") for d in replaced):
         session.remember_cookie = "delete"  # it remembered a replaced login
@@ -187,7 +193,9 @@ def _carry_over(
     replaced session while this one logged in: its keys go to the new session,
     as its write would have reached the session had it come first. A key this
     request changed itself keeps this request's value (the later write), as two
-    requests writing one session do; Flask-Login's keys are the login's."""
+    requests writing one session do; Flask-Login's keys are the login's. (Only
+    from an anonymous session or one of the same user, and not after the app
+    cleared the session: another user's data does not move to this login.)"""
     data = last.get("data")
     if not isinstance(data, dict):
         return
@@ -291,14 +299,19 @@ def revoke_all(
     reason: str,
     *,
     keep: str | None = None,
-    logged_in_by: datetime | None = None,
+    older_than: tuple[datetime, str] | None = None,
 ) -> int:
-    """Revoke every live session of ``user_id`` (but ``keep``, and those logged
-    in after ``logged_in_by``); one update."""
+    """Revoke every live session of ``user_id`` (but ``keep``); only those
+    older, in the policy's order of (login time, ``_id``), than ``older_than``
+    if given. One update."""
     now = state.now()
     query: dict[str, t.Any] = {"user_id": user_id, "purge_at": {"$gt": now}}
     if keep is not None:
         query["_id"] = {"$ne": keep}
-    if logged_in_by is not None:
-        query["login_at"] = {"$lte": logged_in_by}
+    if older_than is not None:
+        login_at, key = older_than
+        query["$or"] = [
+            {"login_at": {"$lt": login_at}},
+            {"login_at": login_at, "_id": {"$lt": key}},
+        ]
     return state.store.revoke(query, reason, now)

@@ -165,6 +165,9 @@ class ServerSession(CallbackDict, SessionMixin):  # type: ignore[type-arg]
     #: This request revoked its own session (logout_everywhere, revoke):
     #: there is nobody to tell, and the rest of its data carries on.
     revoked_here = False
+    #: The app called ``session.clear()`` in this request (before a login,
+    #: say): nothing of the old session is carried over to a new one.
+    cleared = False
 
     def __init__(self, initial: t.Mapping[str, t.Any] | None = None) -> None:
         super().__init__(initial, _on_update)
@@ -182,6 +185,10 @@ class ServerSession(CallbackDict, SessionMixin):  # type: ignore[type-arg]
     def setdefault(self, key: str, default: t.Any = None) -> t.Any:
         self.accessed = True
         return super().setdefault(key, default)
+
+    def clear(self) -> None:
+        self.cleared = True
+        super().clear()
 
     def mark_written(self) -> None:
         self.written = True
@@ -819,9 +826,9 @@ def end_login(state: _State, session: ServerSession) -> None:
         tombstone_too=session.revoked_here,
     )
     if not live:
-        # Revoked meanwhile (its device is to be told why), or moved to a new
-        # id by a login in another tab (whose cookies must stand): this request
-        # stores nothing and leaves the cookies alone.
+        # Revoked meanwhile (its device is to be told why), or replaced by
+        # another user's login in another tab (whose cookies must stand): this
+        # request stores nothing and leaves the cookies alone.
         session.document = None
         session.stored = {}
         session.gone_meanwhile = True

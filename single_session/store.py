@@ -603,8 +603,11 @@ class SessionStore:
         request is moving to a new id becomes a tombstone instead, so that the
         move ends its successor too. A tombstone stays, for its device to be
         told why, unless ``tombstone_too`` (the request revoked it itself).
-        Returns whether the session was live: ``False`` if it was revoked, or
-        moved to a new id (a login in another tab), meanwhile."""
+        A session moved to a new id meanwhile (``logout_others``, a restore, the
+        same user logging in again in another tab) is the same login of the
+        same browser: its successor goes. Returns whether the login was found
+        live: ``False`` if it was revoked, or replaced by another user's login
+        (or gone), meanwhile."""
         query: Document = {"_id": key, "moving": {"$exists": False}}
         if not tombstone_too:
             query["revoked"] = {"$exists": False}
@@ -612,7 +615,15 @@ class SessionStore:
         if result.deleted_count == 1:
             return True
         moving = {"_id": key, "user_id": user_id, "moving": {"$exists": True}}
-        return self.revoke(moving, reason, now) == 1
+        if self.revoke(moving, reason, now) == 1:
+            return True
+        successor = {
+            "user_id": user_id,
+            "moved_from": key,
+            "revoked": {"$exists": False},
+        }
+        result = self._call(lambda: self.collection.delete_one(successor), retry=True)
+        return result.deleted_count == 1
 
     # -- remember me -------------------------------------------------------
 

@@ -8,6 +8,7 @@ from datetime import timedelta
 from decimal import Decimal
 from types import MappingProxyType
 
+import pymongo
 import pytest
 from flask import Flask
 from flask import session
@@ -133,7 +134,6 @@ LOCATIONS = [
     ("SINGLE_SESSION_MONGODB_URI", "mongodb://"),
     ("SINGLE_SESSION_MONGODB_URI", "http://localhost"),
     ("SINGLE_SESSION_MONGODB_URI", "mongodb://localhost:99999"),
-    ("SINGLE_SESSION_MONGODB_URI", "mongodb://localhost/?timeoutMS=abc"),
     ("SINGLE_SESSION_MONGODB_URI", 27017),
     ("SINGLE_SESSION_DATABASE", "my.db"),
     ("SINGLE_SESSION_DATABASE", ""),
@@ -165,8 +165,13 @@ def test_a_bad_location_is_refused_at_init_app(key, value):
         "mongodb://127.0.0.1:1",
         "mongodb://user:pw@127.0.0.1:1,127.0.0.2:1/app?replicaSet=rs&timeoutMS=500",
         "mongodb+srv://cluster.example.invalid/app",  # (no DNS lookup at init)
+        "mongodb://127.0.0.1:1/?someFutureOption=1",  # a warning, as for MongoClient
+        "mongodb://[::1]:1,127.0.0.1:1/app",
+        "mongodb://%2Ftmp%2Fmongodb-27017.sock/app",
+        "mongodb://127.0.0.1:1/?tls=true&tlsCAFile=/not/there/yet.pem",
     ],
 )
+@pytest.mark.filterwarnings("ignore:Unknown option")
 def test_good_locations_are_accepted_without_connecting(uri):
     app = Flask(__name__)
     app.config.update(SECRET_KEY="k", SINGLE_SESSION_MONGODB_URI=uri)
@@ -194,3 +199,14 @@ def test_init_app_takes_a_collection_for_an_app_factory(raw_collection):
     create_app().test_client().post("/set")
     (document,) = raw_collection.find()
     assert "cart" in document["data"]
+
+
+def test_init_app_takes_a_real_pymongo_collection():
+    # (A pymongo Collection refuses truth-value testing: mongomock's does not.)
+    client = pymongo.MongoClient("mongodb://127.0.0.1:1/", connect=False)
+    app = Flask(__name__)
+    app.config.update(SECRET_KEY="k")
+    LoginManager(app)
+    SingleSession().init_app(app, collection=client.app.sessions)
+    assert app.extensions["single_session"].store.collection.name == "sessions"
+    client.close()

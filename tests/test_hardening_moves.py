@@ -16,6 +16,7 @@ from flask_login import current_user
 from flask_login import logout_user
 from pymongo.errors import AutoReconnect
 
+import conftest
 import single_session
 from conftest import make_app
 from conftest import stored
@@ -77,16 +78,20 @@ def _in_thread(fn: t.Callable[[], t.Any]) -> t.Any:
 
 
 def while_first_moves(
-    store: t.Any, after_method: str, second_request: t.Callable[[], t.Any]
+    store: t.Any,
+    after_method: str,
+    second_request: t.Callable[[], t.Any],
+    until: str = "take",
 ) -> dict[str, t.Any]:
     """Two requests of one browser, interleaved: ``second_request`` runs in a
     thread of its own and stops right after its ``store.<after_method>`` call
     until the first request (made next, in this thread) has taken its session
-    to move it; that take then waits for the second request to run its course.
-    Returns a dict that holds the second request's response under ``"r"``."""
+    to move it (or made its ``store.<until>`` call); that call then waits for
+    the second request to run its course. Returns a dict that holds the second
+    request's response under ``"r"``."""
     seen: dict[str, t.Any] = {}
     second_paused, first_took = threading.Event(), threading.Event()
-    pause_point, take = getattr(store, after_method), store.take
+    pause_point, take = getattr(store, after_method), getattr(store, until)
 
     def paused(*args: t.Any, **kwargs: t.Any) -> t.Any:
         result = pause_point(*args, **kwargs)
@@ -103,7 +108,7 @@ def while_first_moves(
         return result
 
     setattr(store, after_method, paused)
-    store.take = first_take
+    setattr(store, until, first_take)
     thread = threading.Thread(target=lambda: seen.update(r=second_request()))
     thread.start()
     assert second_paused.wait(10)
@@ -454,6 +459,98 @@ def test_a_double_click_on_logout_others(raw_collection):
     assert len(stored(raw_collection, user_id="alice")) == 1
 
 
+def test_a_double_click_on_logout_others_after_the_new_id_is_stored(raw_collection):
+    # The second request loaded the session before the first took it, and
+    # tries its own move once the first's new session is stored: it leaves the
+    # session to the first, and ends nothing (the first's new session least of
+    # all).
+    app = _with_logout_others(make_app(raw_collection))
+    browser, second, store = logged_in_with_another_tab(app)
+    seen = while_first_moves(
+        store, "load", lambda: second.post("/logout-others"), until="insert"
+    )
+    first = browser.post("/logout-others")
+    assert first.status_code == 200 and first.json["user"] == "alice"
+    assert seen["r"].status_code == 200 and seen["r"].json["ended"] == 0
+    assert cookie_names(seen["r"]) == []
+    assert browser.get("/me").json["user"] == "alice"
+    assert len(stored(raw_collection, user_id="alice")) == 1
+
+
+def test_a_logout_after_logout_others_in_another_tab_logs_out(raw_collection):
+    # logout_others in one tab gave the session a new id; a logout in another
+    # tab, which loaded the old one, ends that new one too: it is the same
+    # login of the same browser.
+    app = _with_logout_others(make_app(raw_collection))
+    browser = app.test_client()
+
+    @app.post("/logout-slowly")
+    def logout_slowly() -> t.Any:
+        browser.post("/logout-others")  # the other tab, meanwhile
+        logout_user()
+        return {"ok": True}
+
+    browser.post("/login/alice")
+    assert browser.post("/logout-slowly").status_code == 200
+    assert browser.get("/me").json["user"] is None
+    assert stored(raw_collection, user_id="alice") == []
+
+
+@pytest.mark.parametrize("on_limit", ["evict", "deny"])
+def test_logout_others_over_a_lowered_limit(raw_collection, on_limit):
+    # Two devices under a limit of two; the limit becomes one. logout_others on
+    # the phone ends the laptop (for that reason) and keeps the phone, under
+    # "deny" too, where the laptop holds the only place until it ends.
+    limits = {"alice": 2}
+    app = _with_logout_others(
+        make_app(
+            raw_collection,
+            SINGLE_SESSION_ON_LIMIT=on_limit,
+            SINGLE_SESSION_MAX_SESSIONS=lambda user: limits[user.id],
+        )
+    )
+
+    @app.get("/why")
+    def why() -> t.Any:
+        reason = single_session.revocation()
+        return {"reason": reason and reason.reason}
+
+    laptop, phone = app.test_client(), app.test_client()
+    laptop.post("/login/alice")
+    phone.post("/login/alice")
+    limits["alice"] = 1
+    response = phone.post("/logout-others")
+    assert response.json == {"ended": 1, "user": "alice"}
+    assert phone.get("/me").json["user"] == "alice"
+    assert laptop.get("/why").json["reason"] == "logout_others"
+    assert len(stored(raw_collection, user_id="alice")) == 1
+
+
+def test_logout_others_and_a_login_in_the_same_millisecond(raw_collection):
+    # A login from elsewhere lands right after logout_others stored its new
+    # session, both at the same millisecond (BSON's precision): the policy's
+    # order, (login time, _id), decides which stays, and one always does.
+    app = _with_logout_others(make_app(raw_collection))
+    state = app.extensions["single_session"]
+    store = state.store
+    for _ in range(12):
+        raw_collection.delete_many({})
+        phone, laptop = app.test_client(), app.test_client()
+        state.clock = conftest.Clock()
+        phone.post("/login/alice")
+        frozen = state.clock()
+        state.clock = lambda frozen=frozen: frozen
+        after(
+            store,
+            "insert",
+            lambda laptop=laptop: _in_thread(lambda: laptop.post("/login/alice")),
+        )
+        assert phone.post("/logout-others").status_code == 200
+        alive = [who for who in (phone, laptop) if who.get("/me").json["user"]]
+        assert len(alive) == 1
+        assert len(stored(raw_collection, user_id="alice")) == 1
+
+
 def test_a_login_in_a_request_that_found_the_session_moving(raw_collection):
     # The other tab sends the login form while this browser's session moves:
     # that request stores nothing (the moving request's response carries the
@@ -597,16 +694,29 @@ def _slow_writer(app: t.Any) -> tuple[threading.Event, threading.Event]:
     return loaded, write
 
 
+CARRY_OVER = {
+    # (who the browser is, what it does, whether the other tab's write moves)
+    "anonymous, logs in": (None, "/login/bob/both", True),
+    "alice, logs in again": ("alice", "/login/alice/both", True),
+    "alice, logs out others": ("alice", "/logout-others", True),
+    "alice, bob logs in": ("alice", "/login/bob/both", False),
+    "alice, clears and logs in again": ("alice", "/clean-login/alice", False),
+}
+
+
 @pytest.mark.parametrize(
-    "login", ["/login/bob", "/login/alice", "/logout-others"], ids=str.strip
+    "who, path, carried", CARRY_OVER.values(), ids=CARRY_OVER.keys()
 )
-def test_a_login_keeps_what_another_tab_wrote_meanwhile(raw_collection, login):
+def test_a_login_keeps_what_another_tab_wrote_meanwhile(
+    raw_collection, who, path, carried
+):
     # A login gives the session a new id, made of what its request loaded. A
     # second tab of the browser writes to the old session meanwhile (after the
     # login has taken it, for the same user): that write is carried over, as
     # two requests writing to one session each keep their keys. A key both
     # change keeps the login's value (the later write), and a key the other
-    # tab removed stays removed.
+    # tab removed stays removed. Nothing moves from another user's session, nor
+    # after the app cleared the session to log in.
     app = make_app(raw_collection, SINGLE_SESSION_MAX_SESSIONS=None)
 
     @app.post("/logout-others")
@@ -619,9 +729,16 @@ def test_a_login_keeps_what_another_tab_wrote_meanwhile(raw_collection, login):
         session["both"] = "login"
         return app.view_functions["login"](name)
 
+    @app.post("/clean-login/<name>")
+    def clean_login(name: str) -> t.Any:
+        session.clear()
+        session["both"] = "login"
+        return app.view_functions["login"](name)
+
     loaded, write = _slow_writer(app)
     browser = app.test_client()
-    browser.post("/login/alice")
+    if who is not None:
+        browser.post(f"/login/{who}")
     browser.post("/set/cart", json=["apple"])
     browser.post("/set/gone", json=1)
     tab = app.test_client()
@@ -640,14 +757,16 @@ def test_a_login_keeps_what_another_tab_wrote_meanwhile(raw_collection, login):
 
     # (After the insert: a same-user login has taken the session by then.)
     after(store, "insert", the_tab_writes)
-    path = login if login == "/logout-others" else login + "/both"
     assert browser.post(path).status_code == 200
     assert not tab_request.is_alive()
 
-    assert browser.get("/get/csrf").json["value"] == "token"
+    assert browser.get("/get/csrf").json["value"] == ("token" if carried else None)
     assert browser.get("/get/both").json["value"] == "login"
-    assert browser.get("/get/gone").json["value"] is None
-    assert browser.get("/get/cart").json["value"] == ["apple"]
+    if path.startswith("/clean-login"):
+        assert browser.get("/get/cart").json["value"] is None
+    else:
+        assert browser.get("/get/gone").json["value"] == (None if carried else 1)
+        assert browser.get("/get/cart").json["value"] == ["apple"]
     assert len(stored(raw_collection, user_id=browser.get("/me").json["user"])) == 1
 
 
@@ -656,10 +775,13 @@ def test_a_login_keeps_what_another_tab_wrote_meanwhile(raw_collection, login):
 def test_a_logout_while_another_tab_logs_in_keeps_that_login(
     raw_collection, on_limit, user
 ):
-    # A logout in one tab, while another tab of the browser logs in (which
-    # moves or replaces the session): the logout finds its session gone and
-    # must leave the cookies, or the new login is stored with no device holding
-    # it (under "deny", a place held until it expires: a locked-out user).
+    # A logout in one tab of a browser signed in as alice, while another tab
+    # logs in. Another user's login replaced the session: the logout finds its
+    # session gone and leaves the cookies, so that login stands. Alice logging
+    # in again moved her session to a new id: the logout ends that one too (it
+    # is her login on this browser). Either way no login is left stored with
+    # no device holding it (under "deny", a place held until it expires: a
+    # locked-out user).
     app = make_app(raw_collection, SINGLE_SESSION_ON_LIMIT=on_limit)
     browser = app.test_client()
 
@@ -672,9 +794,13 @@ def test_a_logout_while_another_tab_logs_in_keeps_that_login(
     browser.post("/login/alice")
     response = browser.post("/logout-slowly")
     assert response.status_code == 200
-    assert "Set-Cookie" not in response.headers
-    assert browser.get("/me").json["user"] == user
-    assert len(stored(raw_collection, user_id=user)) == 1
+    if user == "bob":
+        assert "Set-Cookie" not in response.headers
+        assert browser.get("/me").json["user"] == "bob"
+        assert len(stored(raw_collection, user_id="bob")) == 1
+    else:
+        assert browser.get("/me").json["user"] is None
+        assert stored(raw_collection, user_id="alice") == []
     assert browser.post(f"/login/{user}").status_code == 200
 
 
