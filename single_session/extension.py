@@ -395,7 +395,14 @@ class SingleSession:
                 return 0
         except LoginDenied:
             # Under "deny", with a limit lowered since, the others hold every
-            # place: they end first, then this session takes one.
+            # place: they end first, then this session takes one. Unless it
+            # lost its own place while it moved (a login from elsewhere took
+            # it): that login stays, and this request is logged out.
+            key = session.key
+            current = None if key is None else state.store.load(key, now)
+            if current is None or "revoked" in current or is_moving(current, now):
+                logout_user()
+                return 0
             count = _revoke_older(state, user_id, session, now)
             try:
                 _rotate(state, session, user, now)

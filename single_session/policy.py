@@ -18,6 +18,7 @@ the user to ``SINGLE_SESSION_MAX_SESSIONS``:
 from __future__ import annotations
 
 import logging
+import secrets
 import typing as t
 from datetime import datetime
 
@@ -55,6 +56,7 @@ def bind(
     remember: dict[str, t.Any] | None = None,
     replaces: dict[str, t.Any] | None = None,
     moving_id: str | None = None,
+    login_id: str | None = None,
     rotating: bool = False,
 ) -> bool:
     """Store ``session`` (which already holds Flask-Login's keys) under a new id,
@@ -63,17 +65,18 @@ def bind(
     ``replaces`` is the login the device's remember-me cookie holds, not
     restored in this request: the new login ends it. ``moving_id`` is a session
     the caller is moving to this new one (a remember-me restore): the policy
-    does not count it. With ``rotating`` (the same login under a new id, no
-    new sign-in), nothing is stored if the current session cannot be taken,
-    and under "evict" no other session is evicted (``logout_others``, which
-    rotates, ends them itself). Returns whether a replaced login of the same
-    user was revoked (or had ended) by the time this one was admitted."""
+    does not count it, and ``login_id`` is its login's. With ``rotating`` (the
+    same login under a new id, no new sign-in), nothing is stored if the
+    current session cannot be taken, and under "evict" no other session is
+    evicted (``logout_others``, which rotates, ends them itself). Returns
+    whether a replaced login of the same user was revoked (or had ended) by
+    the time this one was admitted."""
     store = state.store
     now = state.now()
     # What this request last saw stored: another request's writes since then
     # are carried over to the new session (see _carry_over).
     seen = session.stored
-    current = session.document
+    own = session.document
     stored, entries = serialization.dump_data(session, state.max_size(), session.loaded)
     document = new_document(state, stored, now)
     document["user_id"] = user_id
@@ -115,6 +118,13 @@ def bind(
     if taken or moving_id:
         # Lets the policy count the pair as one session while both exist.
         document["moved_from"] = taken[0]["_id"] if taken else moving_id
+    # The same login of the same browser keeps its id across new session ids
+    # (logout_others, a restore, the same user logging in again), so that a
+    # logout in a tab that still has an old one ends the newest.
+    inherited = taken[0].get("login_id") if taken else login_id
+    document["login_id"] = (
+        inherited if isinstance(inherited, str) else secrets.token_hex(8)
+    )
 
     try:
         sid = _admit(
@@ -140,10 +150,12 @@ def bind(
     try:
         for moving in taken:
             finished = store.finish_move(moving)
-            ended_meanwhile = ended_meanwhile or (
-                finished is not None and "revoked" in finished
+            # (Gone is ended too: nothing deletes a moving session but its
+            # move, or its expiry.)
+            ended_meanwhile = (
+                ended_meanwhile or finished is None or "revoked" in finished
             )
-            if current is not None and moving["_id"] == current["_id"]:
+            if own is not None and moving["_id"] == own["_id"]:
                 last = finished
     except SessionStoreUnavailable:
         # The moves cannot be finished: undo the login rather than leave the
@@ -159,7 +171,7 @@ def bind(
             # replaced, and it expires on its own.
             logger.warning("single_session could not delete a replaced session")
         else:
-            if other is current:
+            if other is own:
                 last = removed
     if (
         last is not None

@@ -199,6 +199,7 @@ def restore(
             login_at=aware(login_at) if isinstance(login_at, datetime) else None,
             remember=stored,
             moving_id=taken["_id"],
+            login_id=taken.get("login_id"),
         )
     except LoginDenied:
         store.finish_move(taken)

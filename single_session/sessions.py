@@ -818,11 +818,13 @@ def end_login(state: _State, session: ServerSession) -> None:
     document = session.document
     if document is None:
         return
+    login_id = document.get("login_id")
     live = state.store.end(
         document["_id"],
         document["user_id"],
         state.now(),
         LOGGED_OUT,
+        login_id=login_id if isinstance(login_id, str) else None,
         tombstone_too=session.revoked_here,
     )
     if not live:

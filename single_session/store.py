@@ -597,33 +597,44 @@ class SessionStore:
         now: datetime,
         reason: str,
         *,
+        login_id: str | None = None,
         tombstone_too: bool = False,
     ) -> bool:
         """End the login of ``user_id``: delete its session; one that another
         request is moving to a new id becomes a tombstone instead, so that the
         move ends its successor too. A tombstone stays, for its device to be
         told why, unless ``tombstone_too`` (the request revoked it itself).
-        A session moved to a new id meanwhile (``logout_others``, a restore, the
+        A session moved to new ids meanwhile (``logout_others``, a restore, the
         same user logging in again in another tab) is the same login of the
-        same browser: its successor goes. Returns whether the login was found
-        live: ``False`` if it was revoked, or replaced by another user's login
-        (or gone), meanwhile."""
+        same browser (``login_id``): its newest session goes. Returns whether
+        the login was found live: ``False`` if it was revoked, or replaced by
+        another user's login (or gone), meanwhile."""
         query: Document = {"_id": key, "moving": {"$exists": False}}
         if not tombstone_too:
             query["revoked"] = {"$exists": False}
         result = self._call(lambda: self.collection.delete_one(query), retry=True)
         if result.deleted_count == 1:
             return True
-        moving = {"_id": key, "user_id": user_id, "moving": {"$exists": True}}
+        moving: Document = {"_id": key, "user_id": user_id, "moving": {"$exists": True}}
         if self.revoke(moving, reason, now) == 1:
             return True
-        successor = {
-            "user_id": user_id,
-            "moved_from": key,
+        # Its successors: by login, or (a session stored before login ids) the
+        # one that moved from it.
+        same_login: Document = {"user_id": user_id}
+        if login_id is not None:
+            same_login["login_id"] = login_id
+        else:
+            same_login["moved_from"] = key
+        settled = {
+            **same_login,
+            "moving": {"$exists": False},
             "revoked": {"$exists": False},
         }
-        result = self._call(lambda: self.collection.delete_one(successor), retry=True)
-        return result.deleted_count == 1
+        result = self._call(lambda: self.collection.delete_many(settled), retry=True)
+        # (One that is moving again becomes a tombstone: its move ends its own
+        # successor.)
+        moving = {**same_login, "moving": {"$exists": True}}
+        return self.revoke(moving, reason, now) > 0 or result.deleted_count > 0
 
     # -- remember me -------------------------------------------------------
 

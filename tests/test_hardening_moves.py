@@ -551,6 +551,97 @@ def test_logout_others_and_a_login_in_the_same_millisecond(raw_collection):
         assert len(stored(raw_collection, user_id="alice")) == 1
 
 
+@pytest.mark.parametrize("moves", [1, 2, 3])
+def test_a_logout_follows_its_login_through_every_move(raw_collection, moves):
+    # Another tab gave the session new ids, once or more (logout_others): a
+    # logout in a tab that loaded the first one ends the newest.
+    app = _with_logout_others(make_app(raw_collection))
+    browser = app.test_client()
+
+    @app.post("/logout-slowly")
+    def logout_slowly() -> t.Any:
+        for _ in range(moves):
+            browser.post("/logout-others")  # the other tab, meanwhile
+        logout_user()
+        return {"ok": True}
+
+    browser.post("/login/alice")
+    assert browser.post("/logout-slowly").status_code == 200
+    assert browser.get("/me").json["user"] is None
+    assert stored(raw_collection, user_id="alice") == []
+
+
+def test_a_logout_while_its_login_moves_again_leaves_no_login_behind(raw_collection):
+    # A tab loaded the session and logs out while another tab, after one
+    # logout_others, runs a second one: the logout reaches the moving session,
+    # and its move ends what it stores. Nothing is left holding a place.
+    app = _with_logout_others(make_app(raw_collection, SINGLE_SESSION_ON_LIMIT="deny"))
+    loaded, go = threading.Event(), threading.Event()
+
+    @app.post("/logout-when-told")
+    def logout_when_told() -> t.Any:
+        loaded.set()
+        assert go.wait(10)
+        logout_user()
+        return {"ok": True}
+
+    browser = app.test_client()
+    browser.post("/login/alice")
+    tab = app.test_client()
+    tab.set_cookie("session", browser.get_cookie("session").value)
+    tab_request = threading.Thread(target=lambda: tab.post("/logout-when-told"))
+    tab_request.start()
+    assert loaded.wait(10)
+    assert browser.post("/logout-others").json["user"] == "alice"
+    store = app.extensions["single_session"].store
+
+    def the_tab_logs_out() -> None:
+        go.set()
+        tab_request.join(10)
+
+    after(store, "take", the_tab_logs_out)
+    assert browser.post("/logout-others").status_code == 200
+    assert not tab_request.is_alive()
+    assert browser.get("/me").json["user"] is None
+    assert stored(raw_collection, user_id="alice", revoked={"$exists": False}) == []
+    assert app.test_client().post("/login/alice").status_code == 200
+
+
+def test_deny_logout_others_that_loses_its_place_to_a_login(raw_collection):
+    # Under "deny", a login from elsewhere, waiting to be admitted, takes the
+    # place logout_others frees for a moment by moving the session: that login
+    # stays, and the device that asked ends signed out, the login not ended.
+    app = _with_logout_others(make_app(raw_collection, SINGLE_SESSION_ON_LIMIT="deny"))
+    phone, laptop = app.test_client(), app.test_client()
+    phone.post("/login/alice")
+    store = app.extensions["single_session"].store
+    admit, admitted = threading.Event(), {}
+    ensure_slot_index = store.ensure_slot_index
+
+    def waiting_to_be_admitted() -> None:
+        if threading.current_thread().name == "laptop":
+            assert admit.wait(10)
+        ensure_slot_index()
+
+    store.ensure_slot_index = waiting_to_be_admitted
+    laptop_login = threading.Thread(
+        target=lambda: admitted.update(r=laptop.post("/login/alice")), name="laptop"
+    )
+    laptop_login.start()
+
+    def the_laptop_is_admitted() -> None:
+        admit.set()
+        laptop_login.join(10)
+
+    after(store, "take", the_laptop_is_admitted)
+    response = phone.post("/logout-others")
+    assert admitted["r"].status_code == 200
+    assert response.json == {"ended": 0, "user": None}
+    assert laptop.get("/me").json["user"] == "alice"
+    assert phone.get("/me").json["user"] is None
+    assert len(stored(raw_collection, user_id="alice")) == 1
+
+
 def test_a_login_in_a_request_that_found_the_session_moving(raw_collection):
     # The other tab sends the login form while this browser's session moves:
     # that request stores nothing (the moving request's response carries the
