@@ -392,6 +392,8 @@ class SingleSession:
         now = state.now()
         try:
             if not _rotate(state, session, user, now):
+                if session.frozen:
+                    return _moving_elsewhere(state, session, user_id, now)
                 return 0
         except LoginDenied:
             # Under "deny", with a limit lowered since, the others hold every
@@ -400,7 +402,10 @@ class SingleSession:
             # it): that login stays, and this request is logged out.
             key = session.key
             current = None if key is None else state.store.load(key, now)
-            if current is None or "revoked" in current or is_moving(current, now):
+            if current is not None and is_moving(current, now):
+                session.frozen = True
+                return _moving_elsewhere(state, session, user_id, now, current)
+            if current is None or "revoked" in current:
                 logout_user()
                 return 0
             count = _revoke_older(state, user_id, session, now)
@@ -546,6 +551,32 @@ def _request_budget(app: Flask) -> RequestBudget | None:
 def _current_session() -> ServerSession | None:
     current = _current()
     return None if current is None else current[1]
+
+
+def _moving_elsewhere(
+    state: _State,
+    session: ServerSession,
+    user_id: str,
+    now: datetime,
+    current: dict[str, t.Any] | None = None,
+) -> int:
+    """``logout_others`` found its session moving to a new id in another
+    request. Another request of this browser (a double click) moves it: that
+    one does the work, and this one leaves the session to it. A remember-me
+    restore moves it: the restore runs elsewhere, with a copy of this
+    device's remember-me cookie (this browser still has the session, so it
+    would not restore); which of the two is the owner cannot be told, so
+    every session of the user ends, this one included."""
+    key = session.key
+    if current is None and key is not None:
+        current = state.store.load(key, now)
+    if current is None or not current.get("restoring"):
+        return 0
+    session.frozen = False
+    count = policy.revoke_all(state, user_id, policy.LOGOUT_OTHERS)
+    session.revoked_here = True
+    logout_user()
+    return count
 
 
 def _revoke_older(

@@ -528,9 +528,11 @@ class SessionStore:
     def take_remembered(self, key: str, token: str, now: datetime) -> Document | None:
         """:meth:`take` the remembered session ``key`` if ``token`` is still its
         current token: of two requests that use one token, only one gets it."""
-        return self._take({"_id": key, "remember.token": token}, now)
+        return self._take({"_id": key, "remember.token": token}, now, restoring=True)
 
-    def _take(self, query: Document, now: datetime) -> Document | None:
+    def _take(
+        self, query: Document, now: datetime, *, restoring: bool = False
+    ) -> Document | None:
         move_id = secrets.token_hex(8)
         # (Its own move id matches too, so that a retry after a lost reply
         # finds the session this call already took.)
@@ -539,15 +541,22 @@ class SessionStore:
             "revoked": {"$exists": False},
             "$or": [*_not_moving(now), {"move_id": move_id}],
         }
-        update = {
+        # (A restore says so: a request of the device that still holds the
+        # session then knows the restore runs elsewhere.)
+        update: Document = {
             "$set": {"moving": now, "move_id": move_id},
             "$unset": {"slot_key": ""},
         }
+        if restoring:
+            update["$set"]["restoring"] = True
+        else:
+            update["$unset"]["restoring"] = ""
         document = self._call(
             lambda: self.collection.find_one_and_update(query, update), retry=True
         )
         if document is not None:
             document.pop("moving", None)  # an abandoned move's mark
+            document.pop("restoring", None)
             document["move_id"] = move_id
         return document
 
@@ -564,7 +573,7 @@ class SessionStore:
         """Best effort, after a failure: make a session :meth:`take` returned
         live again, unless it was revoked meanwhile (with a timeout of its own,
         the request's budget being spent)."""
-        update: Document = {"$unset": {"moving": "", "move_id": ""}}
+        update: Document = {"$unset": {"moving": "", "move_id": "", "restoring": ""}}
         if taken.get("slot_key") is not None:
             update["$set"] = {"slot_key": taken["slot_key"]}
         query = {

@@ -642,6 +642,95 @@ def test_deny_logout_others_that_loses_its_place_to_a_login(raw_collection):
     assert len(stored(raw_collection, user_id="alice")) == 1
 
 
+def test_deny_double_click_on_logout_others_over_a_lowered_limit(raw_collection):
+    # Under "deny" with a limit lowered since, the first click is refused a
+    # place and puts its session back; the second click, from another tab,
+    # takes it before the first one looks again. The first leaves the session
+    # to the second, which ends the phone; the browser keeps its login.
+    app = _with_logout_others(
+        make_app(
+            raw_collection,
+            SINGLE_SESSION_ON_LIMIT="deny",
+            SINGLE_SESSION_MAX_SESSIONS=2,
+        )
+    )
+    store = app.extensions["single_session"].store
+    phone, browser = app.test_client(), app.test_client()
+    phone.post("/login/alice")
+    browser.post("/login/alice")
+    app.config["SINGLE_SESSION_MAX_SESSIONS"] = 1
+    tab = app.test_client()
+    tab.set_cookie("session", browser.get_cookie("session").value)
+    second_took, first_done, seen = threading.Event(), threading.Event(), {}
+    take, undo_take = store.take, store.undo_take
+
+    def second_takes(*args: t.Any, **kwargs: t.Any) -> t.Any:
+        result = take(*args, **kwargs)
+        if threading.current_thread().name == "second" and not second_took.is_set():
+            second_took.set()
+            assert first_done.wait(10)
+        return result
+
+    def then_the_second_click(*args: t.Any, **kwargs: t.Any) -> None:
+        undo_take(*args, **kwargs)
+        if not second_took.is_set() and threading.current_thread().name != "second":
+            second = threading.Thread(
+                target=lambda: seen.update(r=tab.post("/logout-others")), name="second"
+            )
+            seen["thread"] = second
+            second.start()
+            assert second_took.wait(10)
+
+    store.take, store.undo_take = second_takes, then_the_second_click
+    first = browser.post("/logout-others")
+    first_done.set()
+    seen["thread"].join(10)
+    assert first.json == {"ended": 0, "user": "alice"}
+    assert seen["r"].json == {"ended": 1, "user": "alice"}
+    assert tab.get("/me").json["user"] == "alice"
+    assert phone.get("/me").json["user"] is None
+    assert len(stored(raw_collection, user_id="alice", revoked={"$exists": False})) == 1
+
+
+def test_logout_others_while_a_copy_of_the_remember_cookie_restores(raw_collection):
+    # A thief restores the device's login from a copy of its remember-me
+    # cookie just as the device asks to log out the other devices. The device
+    # still has its session, so the restore runs elsewhere; which of the two is
+    # the owner cannot be told: every session ends, the thief's included.
+    app = _with_logout_others(make_app(raw_collection))
+    store = app.extensions["single_session"].store
+    victim, thief = app.test_client(), app.test_client()
+    victim.post("/login/alice?remember=1")
+    thief.set_cookie("remember_token", victim.get_cookie("remember_token").value)
+    thief_took, victim_done, seen = threading.Event(), threading.Event(), {}
+    take_remembered, take = store.take_remembered, store.take
+
+    def thief_takes(*args: t.Any, **kwargs: t.Any) -> t.Any:
+        result = take_remembered(*args, **kwargs)
+        thief_took.set()
+        assert victim_done.wait(10)
+        return result
+
+    def victim_takes(*args: t.Any, **kwargs: t.Any) -> t.Any:
+        if not thief_took.is_set() and threading.current_thread().name != "thief":
+            thread = threading.Thread(
+                target=lambda: seen.update(r=thief.get("/me")), name="thief"
+            )
+            seen["thread"] = thread
+            thread.start()
+            assert thief_took.wait(10)
+        return take(*args, **kwargs)
+
+    store.take_remembered, store.take = thief_takes, victim_takes
+    response = victim.post("/logout-others")
+    victim_done.set()
+    seen["thread"].join(10)
+    assert response.json["user"] is None and response.json["ended"] >= 1
+    assert thief.get("/me").json["user"] is None
+    assert victim.get("/me").json["user"] is None
+    assert stored(raw_collection, user_id="alice", revoked={"$exists": False}) == []
+
+
 def test_a_login_in_a_request_that_found_the_session_moving(raw_collection):
     # The other tab sends the login form while this browser's session moves:
     # that request stores nothing (the moving request's response carries the
