@@ -9,6 +9,7 @@ import numbers
 import typing as t
 from collections.abc import Mapping
 from datetime import timedelta
+from urllib.parse import unquote_plus
 
 from .exceptions import ConfigurationError
 
@@ -157,7 +158,7 @@ _NOT_IN_DATABASE_NAME = set('/\\. "$\0')
 def location(config: Config) -> None:
     """``SINGLE_SESSION_MONGODB_URI``, ``_DATABASE`` and ``_COLLECTION``, as far
     as they can be checked without a connection (a ``mongodb+srv://`` URI's
-    hosts are looked up in the DNS: only when the app first connects)."""
+    hosts are looked up in the DNS: its form only is checked here)."""
     from pymongo.errors import PyMongoError
     from pymongo.uri_parser import parse_uri
 
@@ -166,26 +167,39 @@ def location(config: Config) -> None:
         raise ConfigurationError(
             f"SINGLE_SESSION_MONGODB_URI must be a MongoDB URI, got {uri!r}."
         )
-    if not uri.startswith("mongodb+srv://"):
+    uri_database: str | None = None
+    if uri.startswith("mongodb+srv://"):
+        # (What MongoClient checks before its DNS lookup: one host, no port.)
+        rest = uri[len("mongodb+srv://") :]
+        hosts, _, path = rest.partition("/")
+        host = hosts.rpartition("@")[2].partition("?")[0]
+        if not host or "," in host or ":" in host:
+            raise ConfigurationError(
+                "SINGLE_SESSION_MONGODB_URI: a mongodb+srv:// URI names one host"
+                f" and no port; got {host!r}."
+            )
+        uri_database = unquote_plus(path.partition("?")[0]) or None
+    else:
         try:
             # (warn: an option pymongo does not know is a warning, as it is for
             # MongoClient, not an error.)
-            parse_uri(uri, warn=True)
+            uri_database = parse_uri(uri, warn=True)["database"]
         except (PyMongoError, ValueError) as e:
             raise ConfigurationError(
                 f"SINGLE_SESSION_MONGODB_URI is not a usable MongoDB URI: {e}"
             ) from None
         except OSError:
             pass  # a TLS file not there yet: left to the first connection
-    database = config["SINGLE_SESSION_DATABASE"]
-    if database is not None and (
-        not isinstance(database, str)
-        or not database
-        or _NOT_IN_DATABASE_NAME & set(database)
-    ):
+    if uri_database is not None and not _is_database_name(uri_database):
         raise ConfigurationError(
-            "SINGLE_SESSION_DATABASE must be a database name (not empty, without"
-            f' any of / \\ . space " $), or None; got {database!r}.'
+            "SINGLE_SESSION_MONGODB_URI names a database MongoDB refuses:"
+            f" {uri_database!r} ({_DATABASE_NAME_RULES})."
+        )
+    database = config["SINGLE_SESSION_DATABASE"]
+    if database is not None and not _is_database_name(database):
+        raise ConfigurationError(
+            f"SINGLE_SESSION_DATABASE must be a database name ({_DATABASE_NAME_RULES}),"
+            f" or None; got {database!r}."
         )
     name = config["SINGLE_SESSION_COLLECTION"]
     if (
@@ -201,6 +215,17 @@ def location(config: Config) -> None:
             " without $, not starting with 'system.' nor starting or ending with"
             f" a dot); got {name!r}."
         )
+
+
+_DATABASE_NAME_RULES = 'not empty, under 64 bytes, without any of / \\ . space " $'
+
+
+def _is_database_name(name: t.Any) -> bool:
+    return (
+        isinstance(name, str)
+        and 0 < len(name.encode("utf-8", "surrogatepass")) < 64
+        and not _NOT_IN_DATABASE_NAME & set(name)
+    )
 
 
 def _is_message(value: t.Any) -> bool:

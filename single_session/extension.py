@@ -41,6 +41,7 @@ from .exceptions import ConfigurationError
 from .exceptions import LoginDenied
 from .exceptions import SessionStoreUnavailable
 from .flash_cookie import FlashCookie
+from .sessions import aware
 from .sessions import end_login
 from .sessions import is_moving
 from .sessions import LOGGED_OUT
@@ -97,7 +98,8 @@ class SessionInfo:
     handle: str
     #: When the session was created (aware, UTC).
     created_at: datetime
-    #: When the user logged in on this device (kept across remember-me restores).
+    #: When the user logged in on this device (kept across remember-me
+    #: restores; :meth:`SingleSession.logout_others` sets it to its own time).
     login_at: datetime | None
     #: When the device was last seen (to within ``SINGLE_SESSION_TOUCH_INTERVAL``).
     last_seen: datetime
@@ -561,16 +563,22 @@ def _moving_elsewhere(
     current: dict[str, t.Any] | None = None,
 ) -> int:
     """``logout_others`` found its session moving to a new id in another
-    request. Another request of this browser (a double click) moves it: that
-    one does the work, and this one leaves the session to it. A remember-me
-    restore moves it: the restore runs elsewhere, with a copy of this
-    device's remember-me cookie (this browser still has the session, so it
-    would not restore); which of the two is the owner cannot be told, so
-    every session of the user ends, this one included."""
-    key = session.key
-    if current is None and key is not None:
-        current = state.store.load(key, now)
-    if current is None or not current.get("restoring"):
+    request (``current``, else what the login found). Another request of this
+    browser (a double click) moves it: that one does the work, and this one
+    leaves the session to it. A remember-me restore of the session while it
+    was still live runs elsewhere, with a copy of this device's remember-me
+    cookie (this browser has the live session, so it would not restore);
+    which of the two is the owner cannot be told, so every session of the
+    user ends, this one included. (A restore of an expired session may be
+    this browser's own: it is left alone.)"""
+    current = current if current is not None else session.frozen_by
+    expires_at = None if current is None else current.get("expires_at")
+    if (
+        current is None
+        or not current.get("restoring")
+        or not isinstance(expires_at, datetime)
+        or aware(expires_at) <= state.now()  # (now: the restore came later)
+    ):
         return 0
     session.frozen = False
     count = policy.revoke_all(state, user_id, policy.LOGOUT_OTHERS)

@@ -109,6 +109,7 @@ def bind(
                     # sent twice): that one stores the login and sets the
                     # cookie; this one stores nothing.
                     session.frozen = True
+                    session.frozen_by = current
                     return False
             else:
                 taken.append(moving)

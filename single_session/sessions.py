@@ -140,6 +140,8 @@ class ServerSession(CallbackDict, SessionMixin):  # type: ignore[type-arg]
     #: Another request of this browser is giving the session a new id: this
     #: one goes on anonymous, stores nothing and leaves the cookie alone.
     frozen = False
+    #: The moving document found, when a login of this request was frozen.
+    frozen_by: dict[str, t.Any] | None = None
     #: The stored session was revoked, logged out or expired while this
     #: request ran: the request stores nothing more and leaves the cookies as
     #: they are (expiry included), or sets the new id it gave the session, so

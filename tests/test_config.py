@@ -138,6 +138,11 @@ LOCATIONS = [
     ("SINGLE_SESSION_DATABASE", "my.db"),
     ("SINGLE_SESSION_DATABASE", ""),
     ("SINGLE_SESSION_DATABASE", 5),
+    ("SINGLE_SESSION_DATABASE", "x" * 64),
+    ("SINGLE_SESSION_MONGODB_URI", "mongodb+srv://h1:27017,h2/app"),
+    ("SINGLE_SESSION_MONGODB_URI", "mongodb+srv://cluster.example.com:27017/app"),
+    ("SINGLE_SESSION_MONGODB_URI", "mongodb+srv://cluster.example.com/bad$db"),
+    ("SINGLE_SESSION_MONGODB_URI", "mongodb://127.0.0.1:1/" + "x" * 64),
     ("SINGLE_SESSION_COLLECTION", ""),
     ("SINGLE_SESSION_COLLECTION", "a$b"),
     ("SINGLE_SESSION_COLLECTION", "system.sessions"),
@@ -165,6 +170,7 @@ def test_a_bad_location_is_refused_at_init_app(key, value):
         "mongodb://127.0.0.1:1",
         "mongodb://user:pw@127.0.0.1:1,127.0.0.2:1/app?replicaSet=rs&timeoutMS=500",
         "mongodb+srv://cluster.example.invalid/app",  # (no DNS lookup at init)
+        "mongodb+srv://user:p%40ss@cluster.example.invalid/?retryWrites=true",
         "mongodb://127.0.0.1:1/?someFutureOption=1",  # a warning, as for MongoClient
         "mongodb://[::1]:1,127.0.0.1:1/app",
         "mongodb://%2Ftmp%2Fmongodb-27017.sock/app",

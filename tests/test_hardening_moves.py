@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import typing as t
+from datetime import timedelta
 
 import pytest
 from flask import request
@@ -692,23 +693,27 @@ def test_deny_double_click_on_logout_others_over_a_lowered_limit(raw_collection)
     assert len(stored(raw_collection, user_id="alice", revoked={"$exists": False})) == 1
 
 
-def test_logout_others_while_a_copy_of_the_remember_cookie_restores(raw_collection):
+@pytest.mark.parametrize("restore_ends", ["after the request", "before it looks again"])
+def test_logout_others_while_a_copy_of_the_remember_cookie_restores(
+    raw_collection, restore_ends
+):
     # A thief restores the device's login from a copy of its remember-me
     # cookie just as the device asks to log out the other devices. The device
     # still has its session, so the restore runs elsewhere; which of the two is
-    # the owner cannot be told: every session ends, the thief's included.
+    # the owner cannot be told: every session ends, the thief's included,
+    # whether the restore ends after the device's request or while it runs.
     app = _with_logout_others(make_app(raw_collection))
     store = app.extensions["single_session"].store
     victim, thief = app.test_client(), app.test_client()
     victim.post("/login/alice?remember=1")
     thief.set_cookie("remember_token", victim.get_cookie("remember_token").value)
-    thief_took, victim_done, seen = threading.Event(), threading.Event(), {}
-    take_remembered, take = store.take_remembered, store.take
+    thief_took, thief_may_go, seen = threading.Event(), threading.Event(), {}
+    take_remembered, take, load = store.take_remembered, store.take, store.load
 
     def thief_takes(*args: t.Any, **kwargs: t.Any) -> t.Any:
         result = take_remembered(*args, **kwargs)
         thief_took.set()
-        assert victim_done.wait(10)
+        assert thief_may_go.wait(10)
         return result
 
     def victim_takes(*args: t.Any, **kwargs: t.Any) -> t.Any:
@@ -721,14 +726,75 @@ def test_logout_others_while_a_copy_of_the_remember_cookie_restores(raw_collecti
             assert thief_took.wait(10)
         return take(*args, **kwargs)
 
-    store.take_remembered, store.take = thief_takes, victim_takes
+    def victim_loads(*args: t.Any, **kwargs: t.Any) -> t.Any:
+        # (The victim's load after its take failed: the restore ends then.)
+        result = load(*args, **kwargs)
+        if thief_took.is_set() and restore_ends == "before it looks again":
+            if threading.current_thread().name != "thief":
+                thief_may_go.set()
+                seen["thread"].join(10)
+        return result
+
+    store.take_remembered, store.take, store.load = (
+        thief_takes,
+        victim_takes,
+        victim_loads,
+    )
     response = victim.post("/logout-others")
-    victim_done.set()
+    thief_may_go.set()
     seen["thread"].join(10)
     assert response.json["user"] is None and response.json["ended"] >= 1
     assert thief.get("/me").json["user"] is None
     assert victim.get("/me").json["user"] is None
     assert stored(raw_collection, user_id="alice", revoked={"$exists": False}) == []
+
+
+def test_logout_others_while_another_tab_restores_the_expired_session(raw_collection):
+    # A tab's logout_others loaded the session just before its idle expiry;
+    # another tab of the same browser, just after it, restores the login from
+    # the remember-me cookie. That restore is this browser's own: the first
+    # tab leaves the session to it, and nothing ends.
+    app = _with_logout_others(make_app(raw_collection))
+    state = app.extensions["single_session"]
+    store = state.store
+    start = state.clock()
+    clock = {"now": start}
+    state.clock = lambda: clock["now"]
+    browser = app.test_client()
+    browser.post("/login/alice?remember=1")
+    tab = app.test_client()
+    for name in ("session", "remember_token"):
+        tab.set_cookie(name, browser.get_cookie(name).value)
+    lifetime = app.permanent_session_lifetime
+    clock["now"] = start + lifetime - timedelta(milliseconds=5)
+    restored, first_done, seen = threading.Event(), threading.Event(), {}
+    take_remembered, take = store.take_remembered, store.take
+
+    def tab_restores(*args: t.Any, **kwargs: t.Any) -> t.Any:
+        result = take_remembered(*args, **kwargs)
+        restored.set()
+        assert first_done.wait(10)
+        return result
+
+    def first_takes(*args: t.Any, **kwargs: t.Any) -> t.Any:
+        if not restored.is_set() and threading.current_thread().name != "tab":
+            clock["now"] = start + lifetime + timedelta(milliseconds=5)
+            thread = threading.Thread(
+                target=lambda: seen.update(r=tab.get("/me")), name="tab"
+            )
+            seen["thread"] = thread
+            thread.start()
+            assert restored.wait(10)
+        return take(*args, **kwargs)
+
+    store.take_remembered, store.take = tab_restores, first_takes
+    first = browser.post("/logout-others")
+    first_done.set()
+    seen["thread"].join(10)
+    assert first.json["ended"] == 0
+    assert seen["r"].json["user"] == "alice"
+    assert tab.get("/me").json["user"] == "alice"
+    assert len(stored(raw_collection, user_id="alice", revoked={"$exists": False})) == 1
 
 
 def test_a_login_in_a_request_that_found_the_session_moving(raw_collection):
