@@ -564,22 +564,33 @@ def _moving_elsewhere(
 ) -> int:
     """``logout_others`` found its session moving to a new id in another
     request (``current``, else what the login found). Another request of this
-    browser (a double click) moves it: that one does the work, and this one
-    leaves the session to it. A remember-me restore of the session while it
-    was still live runs elsewhere, with a copy of this device's remember-me
-    cookie (this browser has the live session, so it would not restore);
-    which of the two is the owner cannot be told, so every session of the
-    user ends, this one included. (A restore of an expired session may be
-    this browser's own: it is left alone.)"""
+    browser moves it (a double click, a login of the same user in another
+    tab): that one keeps the session, under the new id, and this one ends the
+    other logins. A remember-me restore of the session while it was still
+    live runs elsewhere, with a copy of this device's remember-me cookie
+    (this browser has the live session, so it would not restore); which of
+    the two is the owner cannot be told, so every session of the user ends,
+    this one included. (A restore of an expired session may be this
+    browser's own: it is treated as one of its requests.)"""
     current = current if current is not None else session.frozen_by
-    expires_at = None if current is None else current.get("expires_at")
+    if current is None:
+        return 0
+    expires_at = current.get("expires_at")
     if (
-        current is None
-        or not current.get("restoring")
+        not current.get("restoring")
         or not isinstance(expires_at, datetime)
         or aware(expires_at) <= state.now()  # (now: the restore came later)
     ):
-        return 0
+        # The session's own login, under whatever id it gets, stays.
+        login_id = current.get("login_id")
+        return policy.revoke_all(
+            state,
+            user_id,
+            policy.LOGOUT_OTHERS,
+            keep=current["_id"],
+            keep_login=login_id if isinstance(login_id, str) else None,
+            older_than=(now, ""),
+        )
     session.frozen = False
     count = policy.revoke_all(state, user_id, policy.LOGOUT_OTHERS)
     session.revoked_here = True
@@ -607,15 +618,21 @@ def _rotate(
     or ended meanwhile, this request is logged out; if another request of the
     browser is moving it (a double click), this one leaves it to that one."""
     document = session.document
-    if document is None or session.saved:
-        # (In a streamed body the response's cookies are out: the session
-        # keeps its id, and only the others end.)
-        return document is not None
+    if document is None:
+        return False
     if not callable(getattr(user, "get_id", None)):
         # An id (a str, an int...): the policy may need the user object.
         user = state.load_user(_user_id(user))
-    if user is None:
-        return True  # (the user_loader knows no such user: the id stays)
+    if session.saved or user is None:
+        # In a streamed body the response's cookies are out, and without a
+        # user (the user_loader knows it no more) there is no policy to run:
+        # the session keeps its id, if it is still live.
+        current = state.store.load(document["_id"], login_at)
+        return (
+            current is not None
+            and "revoked" not in current
+            and not is_moving(current, login_at)
+        )
     revoked = policy.bind(
         state,
         session,

@@ -156,6 +156,15 @@ def bind(
             ended_meanwhile = (
                 ended_meanwhile or finished is None or "revoked" in finished
             )
+            if rotating and finished is not None and "revoked" in finished:
+                # The same login under a new id: it ends for the same reason,
+                # and its device, sent the new id, is told why.
+                reason = finished["revoked"].get("reason")
+                store.revoke(
+                    {"_id": document["_id"], "user_id": user_id},
+                    reason if isinstance(reason, str) else REVOKED,
+                    now,
+                )
             if own is not None and moving["_id"] == own["_id"]:
                 last = finished
     except SessionStoreUnavailable:
@@ -312,15 +321,18 @@ def revoke_all(
     reason: str,
     *,
     keep: str | None = None,
+    keep_login: str | None = None,
     older_than: tuple[datetime, str] | None = None,
 ) -> int:
-    """Revoke every live session of ``user_id`` (but ``keep``); only those
-    older, in the policy's order of (login time, ``_id``), than ``older_than``
-    if given. One update."""
+    """Revoke every live session of ``user_id`` (but ``keep``, and the
+    sessions of the login ``keep_login``); only those older, in the policy's
+    order of (login time, ``_id``), than ``older_than`` if given. One update."""
     now = state.now()
     query: dict[str, t.Any] = {"user_id": user_id, "purge_at": {"$gt": now}}
     if keep is not None:
         query["_id"] = {"$ne": keep}
+    if keep_login is not None:
+        query["login_id"] = {"$ne": keep_login}
     if older_than is not None:
         login_at, key = older_than
         query["$or"] = [

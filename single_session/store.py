@@ -522,8 +522,9 @@ class SessionStore:
     def take(self, key: str, now: datetime) -> Document | None:
         """Start moving a live session; returns it as it was, with the move's
         own id under ``"move_id"``, or ``None`` if it is not live or already
-        moving. ``now`` is when the move started."""
-        return self._take({"_id": key}, now)
+        moving (or past its expiry: a new id would not bring it back).
+        ``now`` is when the move started."""
+        return self._take({"_id": key, "expires_at": {"$gt": now}}, now)
 
     def take_remembered(self, key: str, token: str, now: datetime) -> Document | None:
         """:meth:`take` the remembered session ``key`` if ``token`` is still its
