@@ -588,3 +588,21 @@ def test_a_restore_revoked_during_its_move_is_told_once(app, monkeypatch):
         answers.append(tab.get("/why").json["reason"])
     assert answers == ["logout_everywhere", None]
     assert len(revoked.calls) == 1
+
+
+def test_every_device_ended_at_once_is_told_once(raw_collection):
+    # One update ends all three; each device is told, once. (The test
+    # collection stores a copy of the tombstone in each document, as MongoDB
+    # does: see conftest.)
+    app = make_app(raw_collection, SINGLE_SESSION_MAX_SESSIONS=None)
+    _add_why(app)
+    revoked = Recorder(session_revoked, app)
+    devices = [app.test_client() for _ in range(3)]
+    for device in devices:
+        device.post("/login/alice")
+    with app.app_context():
+        assert logout_everywhere("alice") == 3
+    for device in devices:
+        assert device.get("/why").json["reason"] == "logout_everywhere"
+        assert device.get("/why").json["reason"] is None
+    assert len(revoked.calls) == 3
