@@ -581,15 +581,17 @@ def _moving_elsewhere(
         or not isinstance(expires_at, datetime)
         or aware(expires_at) <= state.now()  # (now: the restore came later)
     ):
-        # The session's own login, under whatever id it gets, stays.
-        login_id = current.get("login_id")
+        # The session's own login, under whatever id it gets, stays; and so
+        # do logins that came after the other request began to move it (as
+        # they would, had this one run after it).
+        moving = current.get("moving")
         return policy.revoke_all(
             state,
             user_id,
             policy.LOGOUT_OTHERS,
             keep=current["_id"],
-            keep_login=login_id if isinstance(login_id, str) else None,
-            older_than=(now, ""),
+            keep_login=policy.login_of(current),
+            older_than=(aware(moving) if isinstance(moving, datetime) else now, ""),
         )
     session.frozen = False
     count = policy.revoke_all(state, user_id, policy.LOGOUT_OTHERS)

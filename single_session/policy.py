@@ -100,7 +100,7 @@ def bind(
     ended_meanwhile = False  # revoked or gone before it could be taken
     for d in replaced:
         if d.get("user_id") == user_id:
-            moving = store.take(d["_id"], now)
+            moving = store.take(d["_id"], now, live_only=rotating)
             if moving is None:
                 ended_meanwhile = True
                 current = store.load(d["_id"], now)
@@ -122,10 +122,9 @@ def bind(
     # The same login of the same browser keeps its id across new session ids
     # (logout_others, a restore, the same user logging in again), so that a
     # logout in a tab that still has an old one ends the newest.
-    inherited = taken[0].get("login_id") if taken else login_id
-    document["login_id"] = (
-        inherited if isinstance(inherited, str) else secrets.token_hex(8)
-    )
+    # (A session stored before login ids lends its own _id.)
+    inherited = login_of(taken[0]) if taken else login_id
+    document["login_id"] = inherited or secrets.token_hex(8)
 
     try:
         sid = _admit(
@@ -159,7 +158,8 @@ def bind(
             if rotating and finished is not None and "revoked" in finished:
                 # The same login under a new id: it ends for the same reason,
                 # and its device, sent the new id, is told why.
-                reason = finished["revoked"].get("reason")
+                revoked = finished["revoked"]
+                reason = revoked.get("reason") if isinstance(revoked, dict) else None
                 store.revoke(
                     {"_id": document["_id"], "user_id": user_id},
                     reason if isinstance(reason, str) else REVOKED,
@@ -201,6 +201,12 @@ def bind(
     session.mark_written()
     session.written_early = True
     return ended_meanwhile
+
+
+def login_of(document: dict[str, t.Any]) -> str:
+    """The login a session belongs to, the same under every id it gets."""
+    login_id = document.get("login_id")
+    return login_id if isinstance(login_id, str) else str(document["_id"])
 
 
 def _carry_over(

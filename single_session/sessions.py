@@ -826,7 +826,8 @@ def end_login(state: _State, session: ServerSession) -> None:
         document["user_id"],
         state.now(),
         LOGGED_OUT,
-        login_id=login_id if isinstance(login_id, str) else None,
+        # (A session stored before login ids lent its _id to its successors.)
+        login_id=login_id if isinstance(login_id, str) else document["_id"],
         tombstone_too=session.revoked_here,
     )
     if not live:

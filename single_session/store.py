@@ -519,12 +519,17 @@ class SessionStore:
         query = {"remember.series": series, "revoked": {"$exists": True}}
         return self._call(lambda: self.collection.find_one(query), retry=True)
 
-    def take(self, key: str, now: datetime) -> Document | None:
-        """Start moving a live session; returns it as it was, with the move's
-        own id under ``"move_id"``, or ``None`` if it is not live or already
-        moving (or past its expiry: a new id would not bring it back).
-        ``now`` is when the move started."""
-        return self._take({"_id": key, "expires_at": {"$gt": now}}, now)
+    def take(
+        self, key: str, now: datetime, *, live_only: bool = False
+    ) -> Document | None:
+        """Start moving a session; returns it as it was, with the move's own id
+        under ``"move_id"``, or ``None`` if it is revoked or already moving (or,
+        ``live_only``, past its expiry: a new id of the same login would not
+        bring it back). ``now`` is when the move started."""
+        query: Document = {"_id": key}
+        if live_only:
+            query["expires_at"] = {"$gt": now}
+        return self._take(query, now)
 
     def take_remembered(self, key: str, token: str, now: datetime) -> Document | None:
         """:meth:`take` the remembered session ``key`` if ``token`` is still its
@@ -628,13 +633,12 @@ class SessionStore:
         moving: Document = {"_id": key, "user_id": user_id, "moving": {"$exists": True}}
         if self.revoke(moving, reason, now) == 1:
             return True
-        # Its successors: by login, or (a session stored before login ids) the
-        # one that moved from it.
-        same_login: Document = {"user_id": user_id}
-        if login_id is not None:
-            same_login["login_id"] = login_id
-        else:
-            same_login["moved_from"] = key
+        # Its successors: by login (or, one stored before login ids, the one
+        # that moved from it).
+        same_login: Document = {
+            "user_id": user_id,
+            "$or": [{"login_id": login_id or key}, {"moved_from": key}],
+        }
         settled = {
             **same_login,
             "moving": {"$exists": False},

@@ -1205,3 +1205,107 @@ def test_emptying_the_session_while_a_login_moves_it_keeps_the_login(raw_collect
     assert "Set-Cookie" not in response.headers
     assert browser.get("/me").json["user"] == "alice"
     assert len(stored(raw_collection, user_id="alice")) == 1
+
+
+@pytest.mark.parametrize("limit", [1, None])
+@pytest.mark.parametrize("on_limit", ["deny", "evict"])
+def test_logging_in_again_after_the_session_idled_out_under_remember_me(
+    raw_collection, on_limit, limit
+):
+    # The device's session idled out; its remember-me is still valid. The login
+    # form (no restore first) replaces the remembered session: under "deny" it
+    # gives its place back, and nothing of it is left over.
+    app = make_app(
+        raw_collection,
+        SINGLE_SESSION_ON_LIMIT=on_limit,
+        SINGLE_SESSION_MAX_SESSIONS=limit,
+    )
+    clock = app.extensions["single_session"].clock
+    device = app.test_client()
+    assert device.post("/login/alice?remember=1").status_code == 200
+    clock.advance(days=32)
+    assert device.post("/login/alice").status_code == 200
+    (document,) = stored(raw_collection, user_id="alice")
+    assert "revoked" not in document and "remember" not in document
+    with app.test_request_context():
+        assert len(app.extensions["test_ext"].sessions_of("alice")) == 1
+
+
+def _second_click_paused_after_load(
+    store: t.Any, tab: t.Any
+) -> tuple[threading.Event, threading.Thread, dict[str, t.Any]]:
+    """The second click (``tab``) loads the session, then waits for ``go``."""
+    loaded, go, seen = threading.Event(), threading.Event(), {}
+    load = store.load
+
+    def paused_load(*args: t.Any, **kwargs: t.Any) -> t.Any:
+        result = load(*args, **kwargs)
+        if threading.current_thread().name == "second" and not loaded.is_set():
+            loaded.set()
+            assert go.wait(10)
+        return result
+
+    store.load = paused_load
+    thread = threading.Thread(
+        target=lambda: seen.update(r=tab.post("/logout-others")), name="second"
+    )
+    thread.start()
+    assert loaded.wait(10)
+    return go, thread, seen
+
+
+def test_a_double_click_while_a_login_elsewhere_keeps_that_login(raw_collection):
+    # The first click stores its new id; the phone logs in (the newest login:
+    # it evicts that new id); then the second click, which loaded the session
+    # before the first took it, runs while the first still moves it. The phone
+    # logged in after the move began: it stays.
+    app = _with_why(_with_logout_others(make_app(raw_collection)))
+    browser, tab, store = logged_in_with_another_tab(app)
+    phone = app.test_client()
+    go, thread, seen = _second_click_paused_after_load(store, tab)
+
+    def the_phone_then_the_second_click() -> None:
+        assert _in_thread(lambda: phone.post("/login/alice")).status_code == 200
+        go.set()
+        thread.join(10)
+
+    after(store, "insert", the_phone_then_the_second_click)
+    browser.post("/logout-others")
+    assert phone.get("/me").json["user"] == "alice"
+    assert len(stored(raw_collection, user_id="alice", revoked={"$exists": False})) == 1
+
+
+def test_a_double_click_on_a_session_stored_before_login_ids(raw_collection):
+    # A session without a login_id lends its _id to its successors: the second
+    # click knows the first one's new id for the same login, and keeps it.
+    app = _with_why(
+        _with_logout_others(make_app(raw_collection, SINGLE_SESSION_MAX_SESSIONS=None))
+    )
+    browser, tab, store = logged_in_with_another_tab(app)
+    raw_collection.update_many({}, {"$unset": {"login_id": ""}})
+    go, thread, seen = _second_click_paused_after_load(store, tab)
+    after(store, "insert", lambda: (go.set(), thread.join(10)))
+    assert browser.post("/logout-others").status_code == 200
+    assert seen["r"].status_code == 200
+    assert browser.get("/me").json["user"] == "alice"
+
+
+@pytest.mark.parametrize("revoked", [True, {"reason": 7}], ids=["a bool", "a number"])
+def test_a_revocation_of_another_shape_during_logout_others(raw_collection, revoked):
+    # Another writer (an operator's script) revokes the session mid-move with
+    # a value the library does not write: no 500, and no new id left behind.
+    app = _with_why(_with_logout_others(make_app(raw_collection)))
+    laptop = app.test_client()
+    laptop.post("/login/alice")
+    store = app.extensions["single_session"].store
+    after(
+        store,
+        "take",
+        lambda: raw_collection.update_many(
+            {"user_id": "alice"}, {"$set": {"revoked": revoked}}
+        ),
+    )
+    response = laptop.post("/logout-others")
+    assert response.status_code == 200
+    assert response.json == {"ended": 0, "user": None}
+    assert stored(raw_collection, user_id="alice", revoked={"$exists": False}) == []
