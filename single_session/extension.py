@@ -582,16 +582,18 @@ def _moving_elsewhere(
         or aware(expires_at) <= state.now()  # (now: the restore came later)
     ):
         # The session's own login, under whatever id it gets, stays; and so
-        # do logins that came after the other request began to move it (as
-        # they would, had this one run after it).
+        # do logins that came after this call began, or after the other
+        # request began to move the session (as they would, had this call
+        # run after it).
         moving = current.get("moving")
+        cut = min(aware(moving), now) if isinstance(moving, datetime) else now
         return policy.revoke_all(
             state,
             user_id,
             policy.LOGOUT_OTHERS,
             keep=current["_id"],
             keep_login=policy.login_of(current),
-            older_than=(aware(moving) if isinstance(moving, datetime) else now, ""),
+            older_than=(cut, ""),
         )
     session.frozen = False
     count = policy.revoke_all(state, user_id, policy.LOGOUT_OTHERS)

@@ -1309,3 +1309,47 @@ def test_a_revocation_of_another_shape_during_logout_others(raw_collection, revo
     assert response.status_code == 200
     assert response.json == {"ended": 0, "user": None}
     assert stored(raw_collection, user_id="alice", revoked={"$exists": False}) == []
+
+
+def test_logout_others_keeps_a_login_made_after_it_began(raw_collection):
+    # logout_others has begun when a new phone logs in, and then another tab
+    # of the browser logs in again, moving the session before logout_others
+    # can. The old phone ends; the new one, which came after the call began,
+    # stays.
+    app = _with_logout_others(
+        make_app(raw_collection, SINGLE_SESSION_MAX_SESSIONS=None)
+    )
+    store = app.extensions["single_session"].store
+    old_phone, new_phone = app.test_client(), app.test_client()
+    old_phone.post("/login/alice")
+    browser, tab, store = logged_in_with_another_tab(app)
+    take, insert = store.take, store.insert
+    reached, go = threading.Event(), threading.Event()
+
+    def tab_pauses_before_insert(document: t.Any) -> t.Any:
+        if threading.current_thread().name == "tab":
+            reached.set()
+            assert go.wait(10)
+        return insert(document)
+
+    def new_phone_and_tab_first(*args: t.Any, **kwargs: t.Any) -> t.Any:
+        if (
+            threading.current_thread() is threading.main_thread()
+            and not reached.is_set()
+        ):
+            _in_thread(lambda: new_phone.post("/login/alice"))
+            seen["tab"] = threading.Thread(
+                target=lambda: tab.post("/login/alice"), name="tab"
+            )
+            seen["tab"].start()
+            assert reached.wait(10)
+        return take(*args, **kwargs)
+
+    seen: dict[str, t.Any] = {}
+    store.insert, store.take = tab_pauses_before_insert, new_phone_and_tab_first
+    response = browser.post("/logout-others")
+    go.set()
+    seen["tab"].join(10)
+    assert response.json == {"ended": 1, "user": "alice"}
+    assert old_phone.get("/me").json["user"] is None
+    assert new_phone.get("/me").json["user"] == "alice"
