@@ -619,8 +619,8 @@ def _rotate(
     login of the same user on this device would (keeping its age and
     remember-me), through the policy (raises :exc:`LoginDenied`). Returns
     whether the session is still this request's and live: if it was revoked
-    or ended meanwhile, this request is logged out; if another request of the
-    browser is moving it (a double click), this one leaves it to that one."""
+    or ended meanwhile, this request is logged out; if another request is
+    moving it, this one leaves it to that one (``session.frozen``)."""
     document = session.document
     if document is None:
         return False
@@ -655,6 +655,7 @@ def _rotate(
             # Another request of this browser is giving it a new id (a double
             # click): that one's response carries the cookie; this one leaves it.
             session.frozen = True
+            session.frozen_by = current
             return False
         logout_user()  # revoked or ended meanwhile (the new session too)
         return False
