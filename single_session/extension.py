@@ -518,12 +518,20 @@ def revocation() -> Revocation | None:
 
 
 def _user_id(user: t.Any) -> str:
+    """The id Flask-Login stores in the session for ``user`` (a user object,
+    or its id)."""
+    get_id = _id_getter(user)
+    return str(user) if get_id is None else str(get_id())
+
+
+def _id_getter(user: t.Any) -> t.Callable[[], t.Any] | None:
+    """What ``login_user()`` asks ``user`` for its id (``LoginManager.id_attribute``,
+    ``get_id`` by default), or ``None`` if ``user`` is an id itself."""
     if isinstance(user, str):
-        return user
-    get_id = getattr(user, "get_id", None)
-    if callable(get_id):
-        return str(get_id())
-    return str(user)
+        return None
+    login_manager = getattr(current_app, "login_manager", None)
+    get_id = getattr(user, getattr(login_manager, "id_attribute", "get_id"), None)
+    return get_id if callable(get_id) else None
 
 
 def _current() -> tuple[Flask, ServerSession] | None:
@@ -624,7 +632,7 @@ def _rotate(
     document = session.document
     if document is None:
         return False
-    if not callable(getattr(user, "get_id", None)):
+    if _id_getter(user) is None:
         # An id (a str, an int...): the policy may need the user object.
         user = state.load_user(_user_id(user))
     if session.saved or user is None:

@@ -117,6 +117,63 @@ def test_logout_others_with_an_int_id_and_a_limit_per_user(collection: t.Any) ->
     )
 
 
+class TokenUser(UserMixin):
+    """A user whose session holds an auth token, not its id
+    (``LoginManager.id_attribute``): a password change changes the token."""
+
+    def __init__(self, name: str, token: str) -> None:
+        self.id = name
+        self.token = token
+
+    def get_auth_token(self) -> str:
+        return self.token
+
+
+def test_the_api_finds_a_users_sessions_by_the_login_managers_id_attribute(
+    collection: t.Any,
+) -> None:
+    alice = TokenUser("alice", "alice-v1")
+    app = Flask(__name__)
+    app.config.update(SECRET_KEY="test", TESTING=True, SINGLE_SESSION_MAX_SESSIONS=None)
+    login_manager = LoginManager(app)
+    login_manager.id_attribute = "get_auth_token"
+    login_manager.user_loader(lambda token: alice if token == alice.token else None)
+    extension = single_session.SingleSession(app, collection=collection)
+
+    @app.post("/login")
+    def login() -> t.Any:
+        login_user(alice)
+        return "ok"
+
+    @app.get("/me")
+    def me() -> t.Any:
+        return jsonify(user=current_user.get_id())
+
+    @app.get("/devices")
+    def devices() -> t.Any:
+        return jsonify(count=len(extension.sessions_of(current_user)))
+
+    @app.post("/others")
+    def others() -> t.Any:
+        return jsonify(ended=extension.logout_others(current_user))
+
+    @app.post("/everywhere")
+    def everywhere() -> t.Any:
+        return jsonify(ended=single_session.logout_everywhere(current_user))
+
+    phone, laptop, tablet = (app.test_client() for _ in range(3))
+    for device in (phone, laptop, tablet):
+        device.post("/login")
+    assert laptop.get("/devices").json == {"count": 3}
+    assert laptop.post("/others").json == {"ended": 2}
+    assert who(phone) is None and who(tablet) is None
+    assert who(laptop) == "alice"
+
+    phone.post("/login")
+    assert phone.post("/everywhere").json == {"ended": 2}
+    assert who(phone) is None and who(laptop) is None
+
+
 @pytest.mark.parametrize("cleared_first", [False, True])
 def test_a_refused_login_leaves_the_device_anonymous_with_its_data(
     collection: t.Any, cleared_first: bool
