@@ -867,7 +867,7 @@ def _on_user_logged_in(app: Flask, user: t.Any = None, **extra: t.Any) -> None:
     seconds = session.pop("_remember_seconds", None)
     stored = None
     value = None
-    if wants_remember:
+    if wants_remember and remember.duration(app, seconds) > timedelta(0):
         stored, value = remember.new_remember(app, state, state.now(), seconds)
     try:
         # The login this device's remember-me holds, if it was not restored in
@@ -893,6 +893,10 @@ def _on_user_logged_in(app: Flask, user: t.Any = None, **extra: t.Any) -> None:
     if value is not None and not session.frozen:
         # (A frozen request stored nothing: its remember-me was not stored.)
         session.remember_cookie = ("set", value, stored["expires_at"])  # type: ignore[index]
+    elif wants_remember and value is None:
+        # A duration of zero or less: Flask-Login would set a cookie that
+        # expires at once, which drops the device's remember-me; so here.
+        session.remember_cookie = "delete"
 
 
 def _on_login_ended(app: Flask, **extra: t.Any) -> None:

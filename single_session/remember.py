@@ -36,6 +36,7 @@ from .policy import REMEMBER_TOKEN_REUSED
 from .policy import take_back
 from .sessions import aware
 from .sessions import LOGIN_KEYS
+from .sessions import MAX_REMEMBER_LIFETIME
 from .sessions import remember_problem
 from .sessions import Revocation
 from .sessions import revocation_from_document
@@ -59,18 +60,23 @@ logger = logging.getLogger("single_session")
 ROTATION_GRACE = timedelta(seconds=30)
 
 
+_MAX_SECONDS = MAX_REMEMBER_LIFETIME.total_seconds()
+
+
 def cookie_name(app: Flask) -> str:
     name: str = app.config.get("REMEMBER_COOKIE_NAME", "remember_token")
     return name
 
 
 def duration(app: Flask, seconds: float | None) -> timedelta:
-    if seconds is not None:
-        return timedelta(seconds=seconds)
-    value = app.config.get("REMEMBER_COOKIE_DURATION", timedelta(days=365))
+    """How long a remember-me lasts: ``login_user(duration=...)``'s, else
+    ``REMEMBER_COOKIE_DURATION``; at most :data:`MAX_REMEMBER_LIFETIME`."""
+    value: t.Any = seconds
+    if value is None:
+        value = app.config.get("REMEMBER_COOKIE_DURATION", timedelta(days=365))
     if isinstance(value, (int, float)):
-        value = timedelta(seconds=value)
-    return t.cast(timedelta, value)
+        value = timedelta(seconds=min(value, _MAX_SECONDS))
+    return min(t.cast(timedelta, value), MAX_REMEMBER_LIFETIME)
 
 
 def new_remember(

@@ -246,9 +246,11 @@ def is_moving(document: dict[str, t.Any], now: datetime) -> bool:
     )
 
 
-#: A remember-me lifetime longer than this (a century) is not one the library
-#: wrote: the document is malformed.
-_MAX_REMEMBER_SECONDS = 100 * 366 * 24 * 3600
+#: The longest remember-me the library stores (a longer duration is cut to
+#: it; browsers keep a cookie 400 days at most anyway). A stored lifetime
+#: longer than this is not one the library wrote: the document is malformed.
+MAX_REMEMBER_LIFETIME = timedelta(days=100 * 366)
+_MAX_REMEMBER_SECONDS = MAX_REMEMBER_LIFETIME.total_seconds()
 
 
 def remember_problem(remember: t.Any) -> str | None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+
 from flask import g
 from flask import get_flashed_messages
 from flask import request
@@ -320,6 +322,54 @@ def test_remember_cookie_settings_and_duration(collection):
     assert doc["remember"]["expires_at"] - doc["created_at"] <= timedelta(hours=1)
     restart_browser(other)
     assert who(other)["user"] == "bob"
+
+
+@pytest.mark.parametrize("days", [0, -1])
+@pytest.mark.parametrize("from_config", [True, False])
+def test_a_remember_me_of_no_duration_keeps_the_login_and_drops_the_cookie(
+    collection, days, from_config
+):
+    """As with Flask-Login alone, whose cookie would expire at once: the login
+    stands, and the device is not remembered (its old remember-me goes)."""
+    app = make_app(collection, REMEMBER_COOKIE_DURATION=timedelta(days=days))
+
+    @app.post("/login-none")
+    def login_none():
+        login_user(USERS["alice"], remember=True, duration=timedelta(days=days))
+        return "ok"
+
+    client = app.test_client()
+    client.post("/login/alice?remember=1")  # a remember-me of the default length
+    client.post("/login/alice?remember=1" if from_config else "/login-none")
+    assert who(client)["user"] == "alice"
+    assert who(client)["user"] == "alice"
+    assert remember_cookie(client) is None
+    (doc,) = stored(collection, user_id="alice")
+    assert "remember" not in doc
+    restart_browser(client)
+    assert who(client)["user"] is None
+
+
+@pytest.mark.parametrize("from_config", [True, False])
+def test_a_remember_me_longer_than_a_century_is_cut_to_one(
+    collection, clock, from_config
+):
+    long = timedelta(days=365 * 101)
+    app = make_app(collection, REMEMBER_COOKIE_DURATION=long)
+
+    @app.post("/login-long")
+    def login_long():
+        login_user(USERS["alice"], remember=True, duration=long)
+        return "ok"
+
+    client = app.test_client()
+    client.post("/login/alice?remember=1" if from_config else "/login-long")
+    assert who(client)["user"] == "alice"
+    (doc,) = stored(collection, user_id="alice")
+    assert doc["remember"]["seconds"] == timedelta(days=100 * 366).total_seconds()
+    clock.advance(days=365 * 50)
+    restart_browser(client)
+    assert who(client)["user"] == "alice"
 
 
 def test_expired_remember_me_does_not_restore(app, clock):
