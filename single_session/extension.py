@@ -150,7 +150,10 @@ class _State:
 
     def touch_interval(self) -> timedelta:
         value = self.config["SINGLE_SESSION_TOUCH_INTERVAL"]
-        return duration("SINGLE_SESSION_TOUCH_INTERVAL", value, zero=True)
+        interval = duration("SINGLE_SESSION_TOUCH_INTERVAL", value, zero=True)
+        # At most half the idle lifetime: a longer one would let a session in
+        # use, whose contents do not change, expire.
+        return min(interval, self.idle_lifetime() / 2)
 
     def max_size(self) -> int | None:
         size: int | None = self.config["SINGLE_SESSION_MAX_SIZE"]

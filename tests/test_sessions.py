@@ -118,6 +118,23 @@ def test_unmodified_session_is_touched_only_after_the_interval(app, collection, 
     assert after["expires_at"] > before["expires_at"]
 
 
+def test_a_session_in_use_outlives_an_idle_lifetime_shorter_than_the_touch_interval(
+    collection,
+):
+    """With PERMANENT_SESSION_LIFETIME below SINGLE_SESSION_TOUCH_INTERVAL, an
+    unmodified session would never be written back, and would expire while
+    in use: the touch interval is held to half the idle lifetime."""
+    app = make_app(collection, PERMANENT_SESSION_LIFETIME=timedelta(seconds=30))
+    clock = app.extensions["single_session"].clock
+    client = app.test_client()
+    client.post("/login/alice")
+    for _ in range(6):
+        clock.advance(seconds=20)
+        assert client.get("/me").json["user"] == "alice"
+    clock.advance(seconds=31)  # idle past the lifetime
+    assert client.get("/me").json["user"] is None
+
+
 def test_a_write_sends_only_the_keys_that_changed(app, collection):
     client = app.test_client()
     client.post("/set/a", json=1)
