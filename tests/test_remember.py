@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-
 from flask import g
 from flask import get_flashed_messages
 from flask import request
