@@ -156,21 +156,25 @@ def _index_in_the_way(
     options: Document,
 ) -> str | None:
     """The name of an existing index that stops index ``name`` being created:
-    one of that name with other keys or options, or one with its keys under
-    another name (MongoDB refuses both)."""
+    one of that name with other keys or options, or one of another name with
+    the same signature (MongoDB refuses both). Since MongoDB 5.0 the signature
+    is the keys with the partial filter, uniqueness, sparseness and collation:
+    an index that differs in one of those may stand beside the library's."""
     for other, info in existing.items():
-        same_keys = [tuple(k) for k in info.get("key", [])] == keys
+        same_signature = (
+            [tuple(k) for k in info.get("key", [])] == keys
+            and bool(info.get("unique")) == bool(options.get("unique"))
+            and bool(info.get("sparse")) == bool(options.get("sparse"))
+            and info.get("partialFilterExpression")
+            == options.get("partialFilterExpression")
+            and info.get("collation") is None
+        )
         if other == name:
-            same_options = (
-                bool(info.get("unique")) == bool(options.get("unique"))
-                and bool(info.get("sparse")) == bool(options.get("sparse"))
-                and info.get("expireAfterSeconds") == options.get("expireAfterSeconds")
-                and info.get("partialFilterExpression")
-                == options.get("partialFilterExpression")
-            )
-            if not (same_keys and same_options):
+            if not same_signature or info.get("expireAfterSeconds") != options.get(
+                "expireAfterSeconds"
+            ):
                 return other
-        elif same_keys:
+        elif same_signature:
             return other
     return None
 

@@ -1,5 +1,5 @@
 """An index that is in the way (same name, other options or keys; or the same
-keys under another name) is a clear IndexConflict that says what to drop, on
+keys and options under another name) is a clear IndexConflict that says what to drop, on
 the first write, from the CLI, and from ensure_indexes; never silently ignored."""
 
 from __future__ import annotations
@@ -87,6 +87,29 @@ def test_matching_indexes_are_accepted_and_created_once(raw_collection, collecti
     assert collection.ops(exclude=()).count("create_index") == 0
     names = set(raw_collection.index_information())
     assert {name for name, _, _ in INDEXES} <= names
+
+
+@pytest.mark.parametrize(
+    "keys,options",
+    [
+        ([("user_id", 1), ("login_at", 1), ("_id", 1)], {"name": "by_user"}),
+        ([("remember.series", 1)], {"name": "by_series"}),
+    ],
+    ids=["not partial", "not sparse"],
+)
+def test_an_index_of_the_same_keys_but_another_signature_may_stay(
+    raw_collection, keys, options
+):
+    """MongoDB 5.0 and later build an index beside one of the same keys that
+    differs in its partial filter, uniqueness or sparseness."""
+    raw_collection.create_index(keys, **options)
+    app = make_app(raw_collection)
+    client = app.test_client()
+
+    assert client.post("/login/alice?remember=1").status_code == 200
+    assert client.get("/me").json["user"] == "alice"
+    names = set(raw_collection.index_information())
+    assert {options["name"], *(name for name, _, _ in INDEXES)} <= names
 
 
 def test_after_dropping_the_conflict_it_works(raw_collection):
