@@ -241,7 +241,7 @@ def _carry_over(
             unset["data." + field] = ""
         elif isinstance(theirs, str):
             set_["data." + field] = theirs
-    if set_ or unset:
+    if (set_ or unset) and serialization.update_fits(set_, unset):
         try:
             state.store.update_live(key, now, set_, unset)
         except SessionStoreUnavailable:

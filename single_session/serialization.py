@@ -173,6 +173,18 @@ def dump_data(
     return stored, entries
 
 
+def update_fits(set_: t.Mapping[str, str], unset: t.Mapping[str, t.Any]) -> bool:
+    """Whether an update of the stored keys one by one (``"data.<field>"``,
+    five bytes longer than the field) stays within what MongoDB takes in one
+    update. A session within :data:`MONGODB_MAX_DATA` may not, when many keys
+    change at once: then its whole contents are written instead."""
+    size = sum(map(len, set_.values()))
+    for fields in (set_, unset):
+        for field in fields:
+            size += len(field) if field.isascii() else len(field.encode())
+    return size + _PER_FIELD * (len(set_) + len(unset)) <= MONGODB_MAX_DATA
+
+
 def load_data(stored: t.Mapping[str, t.Any]) -> tuple[dict[str, t.Any], Entries]:
     """The session contents of a stored ``data`` field, and their entries (for
     :func:`dump_data`). Raises ``ValueError`` (or ``TypeError``) for anything

@@ -785,6 +785,9 @@ def write_session(state: _State, session: ServerSession) -> None:
             set_["data." + field] = text
         for field in session.stored.keys() - stored.keys():
             unset["data." + field] = ""
+        if not serialization.update_fits(set_, unset):
+            # (Another request's write to other keys meanwhile is lost then.)
+            set_, unset = {"data": stored}, {}
     touch_due = now - document["seen_at"] >= state.touch_interval()
     if not (set_ or unset or touch_due):
         session.mark_written()

@@ -332,6 +332,54 @@ def test_no_limit_still_stops_below_what_mongodb_holds(collection):
     assert client.get("/get/cart").json["value"] == ["apple"]
 
 
+class UpdateRecorder:
+    """Wraps a collection and keeps every update_one the library sends."""
+
+    def __init__(self, inner, updates):
+        self._inner = inner
+        self.updates = updates
+
+    def with_options(self, **kwargs):
+        return UpdateRecorder(self._inner.with_options(**kwargs), self.updates)
+
+    def __getattr__(self, name):
+        attr = getattr(self._inner, name)
+        if name != "update_one":
+            return attr
+
+        def update_one(query, update, *args, **kwargs):
+            self.updates.append({"q": query, "u": update})
+            return attr(query, update, *args, **kwargs)
+
+        return update_one
+
+
+def test_a_change_of_many_keys_is_sent_in_an_update_mongodb_takes(collection):
+    """Each changed key goes as its own field ("data.<key>"), which makes an
+    update larger than the session: one that changes most keys of a session
+    just within what a document holds would be over MongoDB's 16 MiB (pymongo
+    refuses it before sending, with an error that is no database failure)."""
+    import bson
+
+    updates = []
+    app = make_app(UpdateRecorder(collection, updates), SINGLE_SESSION_MAX_SIZE=None)
+    keys = [f"k{i:06d}" for i in range(300_000)]
+
+    @app.post("/fill/<letter>")
+    def fill(letter):
+        for key in keys:
+            session[key] = letter * 36
+        return "ok"
+
+    client = app.test_client()
+    assert client.post("/fill/a").status_code == 200
+    assert client.post("/fill/b").status_code == 200
+    assert [len(bson.encode(u)) <= 16 * 1024 * 1024 for u in updates] == [True]
+    assert client.get("/get/k123456").json["value"] == "b" * 36
+    (document,) = stored(collection)
+    assert len(document["data"]) == len(keys)
+
+
 def test_the_size_counts_a_key_in_utf8_bytes(collection):
     app = make_app(collection, SINGLE_SESSION_MAX_SIZE=1500)
 
