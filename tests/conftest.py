@@ -136,6 +136,31 @@ class CountingCollection:
         self.log.clear()
 
 
+class UpdateRecorder:
+    """Wraps a collection and keeps every ``update_one`` the library sends
+    (filter and update), to check what MongoDB would be sent."""
+
+    def __init__(self, inner: t.Any, updates: list[dict[str, t.Any]]) -> None:
+        self._inner = inner
+        self.updates = updates
+
+    def with_options(self, **kwargs: t.Any) -> UpdateRecorder:
+        return UpdateRecorder(self._inner.with_options(**kwargs), self.updates)
+
+    def __getattr__(self, name: str) -> t.Any:
+        attr = getattr(self._inner, name)
+        if name != "update_one":
+            return attr
+
+        def update_one(
+            query: t.Any, update: t.Any, *args: t.Any, **kwargs: t.Any
+        ) -> t.Any:
+            self.updates.append({"q": query, "u": update})
+            return attr(query, update, *args, **kwargs)
+
+        return update_one
+
+
 def _copy_set_values_as_mongodb_does() -> None:
     """mongomock 4.3 gives every document an ``update_many`` changes the same
     dict object for a ``$set`` value, so that a later change to one document

@@ -13,6 +13,7 @@ from itsdangerous import Signer
 
 from conftest import make_app
 from conftest import stored
+from conftest import UpdateRecorder
 from single_session import SessionDataError
 from single_session import SessionTooLarge
 from single_session.tokens import new_id
@@ -330,28 +331,6 @@ def test_no_limit_still_stops_below_what_mongodb_holds(collection):
     assert info.value.limit < 16 * 1024 * 1024
     assert stored(collection) == before
     assert client.get("/get/cart").json["value"] == ["apple"]
-
-
-class UpdateRecorder:
-    """Wraps a collection and keeps every update_one the library sends."""
-
-    def __init__(self, inner, updates):
-        self._inner = inner
-        self.updates = updates
-
-    def with_options(self, **kwargs):
-        return UpdateRecorder(self._inner.with_options(**kwargs), self.updates)
-
-    def __getattr__(self, name):
-        attr = getattr(self._inner, name)
-        if name != "update_one":
-            return attr
-
-        def update_one(query, update, *args, **kwargs):
-            self.updates.append({"q": query, "u": update})
-            return attr(query, update, *args, **kwargs)
-
-        return update_one
 
 
 def test_a_change_of_many_keys_is_sent_in_an_update_mongodb_takes(collection):

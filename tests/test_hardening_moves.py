@@ -21,6 +21,7 @@ import conftest
 import single_session
 from conftest import make_app
 from conftest import stored
+from conftest import UpdateRecorder
 from faults import FaultyCollection
 from faults import transient
 from single_session import logout_everywhere
@@ -1095,6 +1096,46 @@ def test_a_login_keeps_what_another_tab_wrote_meanwhile(
         assert browser.get("/get/gone").json["value"] == (None if carried else 1)
         assert browser.get("/get/cart").json["value"] == ["apple"]
     assert len(stored(raw_collection, user_id=browser.get("/me").json["user"])) == 1
+
+
+def test_a_write_meanwhile_too_large_to_carry_over_in_one_update_is_left(
+    raw_collection,
+):
+    # Each carried key goes as its own field ("data.<key>"): a write of many
+    # keys, within what a session may hold, could make an update over
+    # MongoDB's 16 MiB (which pymongo refuses, a 500). The login goes on
+    # without it, as if the other tab had written first.
+    import bson
+
+    updates: list[t.Any] = []
+    app = make_app(
+        UpdateRecorder(raw_collection, updates),
+        SINGLE_SESSION_MAX_SESSIONS=None,
+        SINGLE_SESSION_MAX_SIZE=None,
+    )
+    loaded, write = _slow_writer(app)
+    browser = app.test_client()
+    browser.post("/set/cart", json=["apple"])
+    tab = app.test_client()
+    tab.set_cookie("session", browser.get_cookie("session").value)
+    changes = {f"k{i:06d}": "x" * 36 for i in range(300_000)}
+    tab_request = threading.Thread(
+        target=lambda: tab.post("/set-later", json=changes), daemon=True
+    )
+    tab_request.start()
+    assert loaded.wait(10)
+
+    def the_tab_writes() -> None:
+        write.set()
+        tab_request.join(30)
+
+    after(app.extensions["single_session"].store, "insert", the_tab_writes)
+    assert browser.post("/login/alice").status_code == 200
+    assert not tab_request.is_alive()
+    assert all(len(bson.encode(u)) <= 16 * 1024 * 1024 for u in updates)
+    assert browser.get("/me").json["user"] == "alice"
+    assert browser.get("/get/cart").json["value"] == ["apple"]
+    assert browser.get("/get/k000001").json["value"] is None
 
 
 @pytest.mark.parametrize("on_limit", ["evict", "deny"])
