@@ -159,7 +159,9 @@ def _index_in_the_way(
     one of that name with other keys or options, or one of another name with
     the same signature (MongoDB refuses both). Since MongoDB 5.0 the signature
     is the keys with the partial filter, uniqueness, sparseness and collation:
-    an index that differs in one of those may stand beside the library's."""
+    an index that differs in one of those may stand beside the library's.
+    (Collation is left to the server: a collection's default collation is
+    every index's, the library's too.)"""
     for other, info in existing.items():
         same_signature = (
             [tuple(k) for k in info.get("key", [])] == keys
@@ -167,7 +169,6 @@ def _index_in_the_way(
             and bool(info.get("sparse")) == bool(options.get("sparse"))
             and info.get("partialFilterExpression")
             == options.get("partialFilterExpression")
-            and info.get("collation") is None
         )
         if other == name:
             if not same_signature or info.get("expireAfterSeconds") != options.get(
