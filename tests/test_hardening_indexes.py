@@ -112,6 +112,40 @@ def test_an_index_of_the_same_keys_but_another_signature_may_stay(
     assert {options["name"], *(name for name, _, _ in INDEXES)} <= names
 
 
+class DefaultCollation:
+    """A collection created with a default collation, as MongoDB lists its
+    indexes: each inherits the collection's collation, the library's too
+    (mongomock leaves it out)."""
+
+    COLLATION = {"locale": "en", "strength": 2, "version": "57.1"}
+
+    def __init__(self, inner):
+        self._inner = inner
+
+    def with_options(self, **kwargs):
+        return DefaultCollation(self._inner.with_options(**kwargs))
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+    def index_information(self):
+        return {
+            name: {**info, "collation": dict(self.COLLATION)}
+            for name, info in self._inner.index_information().items()
+        }
+
+
+def test_indexes_of_a_collection_with_a_default_collation_are_its_own(raw_collection):
+    # The second process finds the indexes the first one built, with the
+    # collection's collation: they are the library's, not in its way.
+    first = make_app(DefaultCollation(raw_collection))
+    assert first.test_client().post("/login/alice").status_code == 200
+    second = make_app(DefaultCollation(raw_collection))
+    assert second.test_client().post("/login/bob").status_code == 200
+    result = second.test_cli_runner().invoke(args=["single-session", "create-indexes"])
+    assert result.exit_code == 0, result.output
+
+
 def test_after_dropping_the_conflict_it_works(raw_collection):
     raw_collection.create_index([("user_id", 1)], name="single_session_user")
     app = make_app(raw_collection)
