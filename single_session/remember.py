@@ -75,7 +75,8 @@ def duration(app: Flask, seconds: float | None) -> timedelta:
     if value is None:
         value = app.config.get("REMEMBER_COOKIE_DURATION", timedelta(days=365))
     if isinstance(value, (int, float)):
-        value = timedelta(seconds=min(value, _MAX_SECONDS))
+        # (Anything not above zero, NaN and minus infinity included, is none.)
+        value = timedelta(seconds=min(value, _MAX_SECONDS) if value > 0 else 0)
     return min(t.cast(timedelta, value), MAX_REMEMBER_LIFETIME)
 
 

@@ -323,18 +323,32 @@ def test_remember_cookie_settings_and_duration(collection):
     assert who(other)["user"] == "bob"
 
 
-@pytest.mark.parametrize("days", [0, -1])
-@pytest.mark.parametrize("from_config", [True, False])
+NO_DURATIONS = {
+    "zero": timedelta(0),
+    "negative": timedelta(days=-1),
+    "seconds, negative": -(10**15),
+    "seconds, minus infinity": float("-inf"),
+}
+
+
+@pytest.mark.parametrize(
+    "duration, from_config",
+    [(d, True) for d in NO_DURATIONS.values()]
+    # (login_user() takes a timedelta only)
+    + [(d, False) for d in NO_DURATIONS.values() if isinstance(d, timedelta)],
+    ids=[f"{name}, config" for name in NO_DURATIONS]
+    + [f"{n}, login_user" for n, d in NO_DURATIONS.items() if isinstance(d, timedelta)],
+)
 def test_a_remember_me_of_no_duration_keeps_the_login_and_drops_the_cookie(
-    collection, days, from_config
+    collection, duration, from_config
 ):
     """As with Flask-Login alone, whose cookie would expire at once: the login
     stands, and the device is not remembered (its old remember-me goes)."""
-    app = make_app(collection, REMEMBER_COOKIE_DURATION=timedelta(days=days))
+    app = make_app(collection, REMEMBER_COOKIE_DURATION=duration)
 
     @app.post("/login-none")
     def login_none():
-        login_user(USERS["alice"], remember=True, duration=timedelta(days=days))
+        login_user(USERS["alice"], remember=True, duration=duration)
         return "ok"
 
     client = app.test_client()
