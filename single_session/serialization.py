@@ -8,7 +8,8 @@ writes (a test checks this), made with less work per value. Nothing is pickled.
 
 Each top-level key is its own field under ``data``, so a save sends only the
 keys that changed (``$set`` / ``$unset``) and two requests that change different
-keys of one session do not undo each other's work. Field names are escaped
+keys of one session do not undo each other's work (see :func:`update_fits` for
+the one exception). Field names are escaped
 because MongoDB gives ``.`` and a leading ``$`` a meaning of their own.
 """
 
