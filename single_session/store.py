@@ -28,6 +28,7 @@ from bson.codec_options import CodecOptions
 from pymongo import ReadPreference
 from pymongo import WriteConcern
 from pymongo.errors import AutoReconnect
+from pymongo.errors import ConfigurationError as PyMongoConfigurationError
 from pymongo.errors import ConnectionFailure
 from pymongo.errors import DuplicateKeyError
 from pymongo.errors import ExecutionTimeout
@@ -149,6 +150,25 @@ def _is_transient(error: PyMongoError) -> bool:
     )
 
 
+def unusable(error: BaseException) -> bool:
+    """Whether pymongo's ``error`` says that the library cannot use its
+    database at all, rather than that a call was wrong: the client cannot be
+    built (a TLS file missing, an option pymongo refuses) or cannot find its
+    servers (an SRV record not found), or the server refuses its credentials.
+    Requests then get a 503, as in an outage, and the cause is logged."""
+    return isinstance(error, (PyMongoConfigurationError, OSError, ValueError)) or (
+        isinstance(error, OperationFailure) and error.code == _AUTHENTICATION_FAILED
+    )
+
+
+_AUTHENTICATION_FAILED = 18
+
+
+def _unavailable_because(error: BaseException) -> SessionStoreUnavailable:
+    logger.error("single_session cannot use its MongoDB collection: %s", error)
+    return SessionStoreUnavailable()
+
+
 def _index_in_the_way(
     existing: t.Mapping[str, t.Any],
     name: str,
@@ -238,7 +258,13 @@ class SessionStore:
         if self._collection is None or self._pid != os.getpid():
             with self._lock:
                 if self._collection is None or self._pid != os.getpid():
-                    self._collection = self._connect().with_options(
+                    try:
+                        collection = self._connect()
+                    except (PyMongoError, OSError, ValueError) as e:
+                        if not unusable(e):
+                            raise
+                        raise _unavailable_because(e) from e
+                    self._collection = collection.with_options(
                         codec_options=CodecOptions(tz_aware=True),
                         read_preference=ReadPreference.PRIMARY,
                         write_concern=WriteConcern("majority"),
@@ -278,6 +304,8 @@ class SessionStore:
         except PyMongoError as e:
             if _is_transient(e):
                 raise SessionStoreUnavailable() from e
+            if unusable(e):
+                raise _unavailable_because(e) from e
             raise
         finally:
             if budget is not None:
@@ -724,8 +752,11 @@ class SessionStore:
         self._call(c.index_information, retry=True, timeout=self.timeout)
         slow = max(self.timeout, 60.0)
         total = self._call(lambda: c.count_documents({}), retry=True, timeout=slow)
+        # (A tombstone has no user_id; a malformed one that kept it counts as
+        # a tombstone only, so that the counts add up.)
+        bound_query = {"user_id": {"$exists": True}, "revoked": {"$exists": False}}
         bound = self._call(
-            lambda: c.count_documents({"user_id": {"$exists": True}}),
+            lambda: c.count_documents(bound_query),
             retry=True,
             timeout=slow,
         )

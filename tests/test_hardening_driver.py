@@ -175,3 +175,58 @@ def test_the_503_is_an_http_error_the_app_can_render(dead_app):
     cookie = signed_session_cookie(dead_app)
     r = client.get("/me", headers={"Cookie": f"session={cookie}"})
     assert (r.status_code, r.text) == (503, "Back soon")
+
+
+def test_a_client_that_cannot_be_built_is_a_503_and_an_error_in_the_log(caplog):
+    # A TLS file missing when the first request needs the database (init_app
+    # leaves it: it may be put in place after the app starts).
+    app = make_app(
+        None,
+        SINGLE_SESSION_MONGODB_URI=(
+            f"mongodb://127.0.0.1:{closed_port()}/db"
+            "?tls=true&tlsCAFile=/nonexistent/single_session_ca.pem"
+        ),
+        SINGLE_SESSION_TIMEOUT=TIMEOUT,
+    )
+
+    @app.errorhandler(503)
+    def unavailable(e):
+        return "Back soon", 503
+
+    client = app.test_client(use_cookies=False)
+    cookie = signed_session_cookie(app)
+    r = client.get("/me", headers={"Cookie": f"session={cookie}"})
+    assert (r.status_code, r.text) == (503, "Back soon")
+    assert "Set-Cookie" not in r.headers
+    assert client.post("/login/alice").status_code == 503
+    errors = [rec for rec in caplog.records if rec.levelname == "ERROR"]
+    assert errors and "tlscafile" in errors[0].getMessage().lower()
+
+    result = app.test_cli_runner().invoke(args=["single-session", "list", "alice"])
+    assert result.exit_code == 1
+    (line,) = result.output.splitlines()
+    assert line.startswith("Error: MongoDB cannot be used: FileNotFoundError")
+
+
+def test_credentials_the_server_refuses_are_a_503_and_an_error_in_the_log(
+    raw_collection, caplog
+):
+    from pymongo.errors import OperationFailure
+
+    from faults import FaultyCollection
+
+    faulty = FaultyCollection(raw_collection)
+    app = make_app(faulty)
+    client = app.test_client()
+    client.post("/login/alice")
+    faulty.faults.down = OperationFailure("Authentication failed.", code=18)
+
+    r = client.get("/me")
+    assert r.status_code == 503
+    assert "Set-Cookie" not in r.headers
+    assert any(
+        rec.levelname == "ERROR" and "Authentication failed" in rec.getMessage()
+        for rec in caplog.records
+    )
+    faulty.faults.down = None
+    assert client.get("/me").json["user"] == "alice"
