@@ -159,6 +159,7 @@ def location(config: Config) -> None:
     """``SINGLE_SESSION_MONGODB_URI``, ``_DATABASE`` and ``_COLLECTION``, as far
     as they can be checked without a connection (a ``mongodb+srv://`` URI's
     hosts are looked up in the DNS: its form only is checked here)."""
+    from pymongo import MongoClient
     from pymongo.errors import PyMongoError
     from pymongo.uri_parser import parse_uri
 
@@ -174,9 +175,12 @@ def location(config: Config) -> None:
         hosts, _, path = rest.partition("/")
         host = hosts.rpartition("@")[2].partition("?")[0]
         if not host or "," in host or ":" in host:
+            # (Not the host as read: with an unescaped "/" in the password, it
+            # would be part of the password.)
             raise ConfigurationError(
                 "SINGLE_SESSION_MONGODB_URI: a mongodb+srv:// URI names one host"
-                f" and no port; got {host!r}."
+                " and no port (in a user name or password, write '@', ':' and"
+                " '/' as %40, %3A and %2F)."
             )
         uri_database = unquote_plus(path.partition("?")[0]) or None
     else:
@@ -184,7 +188,10 @@ def location(config: Config) -> None:
             # (warn: an option pymongo does not know is a warning, as it is for
             # MongoClient, not an error.)
             uri_database = parse_uri(uri, warn=True)["database"]
-        except (PyMongoError, ValueError) as e:
+            # What MongoClient checks beyond the URI's form (credentials for
+            # the auth mechanism, option values), without connecting.
+            MongoClient(uri, connect=False).close()
+        except (PyMongoError, ValueError, TypeError) as e:
             raise ConfigurationError(
                 f"SINGLE_SESSION_MONGODB_URI is not a usable MongoDB URI: {e}"
             ) from None

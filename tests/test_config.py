@@ -143,6 +143,8 @@ LOCATIONS = [
     ("SINGLE_SESSION_MONGODB_URI", "mongodb+srv://cluster.example.com:27017/app"),
     ("SINGLE_SESSION_MONGODB_URI", "mongodb+srv://cluster.example.com/bad$db"),
     ("SINGLE_SESSION_MONGODB_URI", "mongodb://127.0.0.1:1/" + "x" * 64),
+    # (Beyond the URI's form: what MongoClient refuses before connecting.)
+    ("SINGLE_SESSION_MONGODB_URI", "mongodb://127.0.0.1:1/app?authMechanism=PLAIN"),
     ("SINGLE_SESSION_COLLECTION", ""),
     ("SINGLE_SESSION_COLLECTION", "a$b"),
     ("SINGLE_SESSION_COLLECTION", "system.sessions"),
@@ -162,6 +164,20 @@ def test_a_bad_location_is_refused_at_init_app(key, value):
     with pytest.raises(ConfigurationError) as info:
         SingleSession(app)
     assert key in str(info.value)
+
+
+def test_a_refused_srv_uri_does_not_show_its_password():
+    # An unescaped "/" in the password: what reads as the host is part of it.
+    app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY="k",
+        SINGLE_SESSION_MONGODB_URI="mongodb+srv://admin:hunter2/x@cluster.example.net/db",
+    )
+    LoginManager(app)
+    with pytest.raises(ConfigurationError) as info:
+        SingleSession(app)
+    assert "hunter2" not in str(info.value)
+    assert "%2F" in str(info.value)
 
 
 @pytest.mark.parametrize(
