@@ -17,6 +17,7 @@ from .extension import _State
 from .extension import get_state
 from .store import INDEX_BUILD_TIMEOUT
 from .store import IndexBuildTimeout
+from .store import unusable
 
 F = t.TypeVar("F", bound=t.Callable[..., t.Any])
 
@@ -39,9 +40,11 @@ def _clear_errors(command: F) -> F:
                 f" {_first_line(e.__cause__ or e)}"
             ) from e
         except SessionStoreUnavailable as e:
-            timeout = config_timeout(current_app.config)
             cause = e.__cause__
             why = f": {type(cause).__name__}: {_first_line(cause)}" if cause else ""
+            if cause is not None and unusable(cause):
+                raise click.ClickException("MongoDB cannot be used" + why) from e
+            timeout = config_timeout(current_app.config)
             raise click.ClickException(
                 "MongoDB could not be reached, or did not answer within"
                 f" SINGLE_SESSION_TIMEOUT ({timeout} s)" + why
@@ -71,8 +74,8 @@ def list_sessions(user_id: str) -> None:
     for info in sessions:
         click.echo(
             f"{info.handle}  login {_when(info.login_at)}  last seen"
-            f" {_when(info.last_seen)}  ip {info.ip or '-'}"
-            f"{'  remembered' if info.remembered else ''}  {info.user_agent or '-'}"
+            f" {_when(info.last_seen)}  ip {_shown(info.ip)}"
+            f"{'  remembered' if info.remembered else ''}  {_shown(info.user_agent)}"
         )
 
 
@@ -111,6 +114,14 @@ def create_indexes() -> None:
 def _first_line(error: BaseException, limit: int = 200) -> str:
     line = str(error).splitlines()[0] if str(error) else ""
     return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def _shown(value: str | None) -> str:
+    """What a client sent (its User-Agent), safe for a terminal: control
+    characters (escape sequences, line breaks) are shown escaped."""
+    if not value:
+        return "-"
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in value)
 
 
 def _when(value: datetime | None) -> str:

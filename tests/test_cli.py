@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from datetime import timedelta
+from datetime import timezone
 
 import pytest
 from flask import Flask
@@ -159,3 +161,40 @@ def test_the_timeout_is_shown_in_seconds(monkeypatch):
         if store._collection is not None:
             store._collection.database.client.close()
     assert "SINGLE_SESSION_TIMEOUT (0.3 s)" in result.output
+
+
+def test_list_shows_what_a_client_sent_escaped(collection):
+    # Any client sets its own User-Agent: an escape sequence (or a line break,
+    # in a document written by other means) must not reach the operator's
+    # terminal as such.
+    app = make_app(collection)
+    agent = "Mozilla/5.0\x1b[2J\x1b[31mFAKE\x1b[0m"
+    app.test_client().post("/login/alice", headers={"User-Agent": agent})
+    collection._inner.update_one(
+        {"user_id": "alice"}, {"$set": {"device.ip": "10.0.0.1\nfake line"}}
+    )
+    result = app.test_cli_runner().invoke(args=["single-session", "list", "alice"])
+    (line,) = result.output.splitlines()
+    assert "\x1b" not in line
+    assert "ip 10.0.0.1\\nfake line" in line
+    assert line.endswith("Mozilla/5.0\\x1b[2J\\x1b[31mFAKE\\x1b[0m")
+
+
+def test_stats_add_up_over_a_malformed_tombstone(collection):
+    app = make_app(collection)
+    app.test_client().post("/login/alice")
+    app.test_client().post("/set/cart", json=[1])
+    tombstone = {
+        "_id": "malformed",
+        "user_id": "bob",  # a tombstone the library wrote has none
+        "revoked": {"reason": "revoked", "at": datetime.now(timezone.utc)},
+        "purge_at": datetime.now(timezone.utc) + timedelta(days=1),
+    }
+    collection._inner.insert_one(tombstone)
+    result = app.test_cli_runner().invoke(args=["single-session", "stats"])
+    assert result.output.split("\n")[:4] == [
+        "sessions: 2",
+        "bound: 1",
+        "anonymous: 1",
+        "tombstones: 1",
+    ]
