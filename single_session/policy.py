@@ -268,7 +268,13 @@ def take_back(
         try:
             state.store.delete(stored_id, cleanup=True)
         except SessionStoreUnavailable:
-            pass
+            # Held by no device, it keeps its place under the policy (under
+            # "deny", the user's) until it expires or the user is logged out
+            # everywhere: worth a line for the operator.
+            logger.warning(
+                "single_session could not take back a session stored by a"
+                " login that failed half-way"
+            )
     for moving in taken:
         state.store.undo_take(moving)
 

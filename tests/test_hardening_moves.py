@@ -928,6 +928,22 @@ def test_a_login_again_that_cannot_finish_is_undone(raw_collection, faulty):
     assert len(stored(raw_collection, user_id="alice")) == 1
 
 
+def test_a_login_that_cannot_be_taken_back_in_an_outage_is_logged(
+    raw_collection, faulty, caplog
+):
+    # The moves cannot be finished and the database stays down: the new
+    # session, held by no device, stays until it expires (under "deny",
+    # holding the user's place). The operator is told.
+    app = make_app(faulty)
+    laptop = app.test_client()
+    laptop.post("/login/alice")
+    faulty.faults.plan("find_one_and_delete", transient(), transient())
+    faulty.faults.plan("delete_one", transient(), transient())
+    assert laptop.post("/login/alice").status_code == 503
+    assert "could not take back a session stored by a login" in caplog.text
+    assert len(stored(raw_collection, user_id="alice")) == 2
+
+
 def test_a_logout_in_another_tab_during_logout_others_sticks(raw_collection):
     app = _with_logout_others(make_app(raw_collection))
     browser, other_tab, store = logged_in_with_another_tab(app)
