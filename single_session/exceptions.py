@@ -11,7 +11,8 @@ class SingleSessionError(Exception):
 
 class SessionStoreUnavailable(SingleSessionError, ServiceUnavailable):
     """MongoDB did not answer within ``SINGLE_SESSION_TIMEOUT``, or the connection
-    failed.
+    failed, or the library cannot use it at all (its client cannot be built,
+    or the server refuses its credentials: logged as an error).
 
     It is an HTTP exception (503), so a request that meets it ends with
     "503 Service Unavailable" instead of continuing as an anonymous session
