@@ -25,6 +25,7 @@ from datetime import timedelta
 
 import pymongo
 from bson.codec_options import CodecOptions
+from flask import has_request_context
 from pymongo import ReadPreference
 from pymongo import WriteConcern
 from pymongo.errors import AutoReconnect
@@ -154,8 +155,10 @@ def unusable(error: BaseException) -> bool:
     """Whether pymongo's ``error`` says that the library cannot use its
     database at all, rather than that a call was wrong: the client cannot be
     built (a TLS file missing, an option pymongo refuses) or cannot find its
-    servers (an SRV record not found), or the server refuses its credentials.
-    Requests then get a 503, as in an outage, and the cause is logged."""
+    servers (an SRV record not found, or no answer from the DNS), or the
+    server refuses its credentials. Requests then get a 503, as in an outage,
+    and the cause is logged. (pymongo also raises its ConfigurationError for a
+    call it refuses before sending; the library's calls are not such calls.)"""
     return isinstance(error, (PyMongoConfigurationError, OSError, ValueError)) or (
         isinstance(error, OperationFailure) and error.code == _AUTHENTICATION_FAILED
     )
@@ -163,10 +166,8 @@ def unusable(error: BaseException) -> bool:
 
 _AUTHENTICATION_FAILED = 18
 
-
-def _unavailable_because(error: BaseException) -> SessionStoreUnavailable:
-    logger.error("single_session cannot use its MongoDB collection: %s", error)
-    return SessionStoreUnavailable()
+#: How often, at most, a process logs that it cannot use its database.
+_CANNOT_USE_LOG_INTERVAL = 60.0
 
 
 def _index_in_the_way(
@@ -248,6 +249,7 @@ class SessionStore:
         self._indexes_ready = False
         self._indexes_retry_at = 0.0
         self._slot_index_ready = False
+        self._cannot_use_logged_until = 0.0
 
     # -- plumbing ---------------------------------------------------------
 
@@ -263,7 +265,7 @@ class SessionStore:
                     except (PyMongoError, OSError, ValueError) as e:
                         if not unusable(e):
                             raise
-                        raise _unavailable_because(e) from e
+                        raise self._cannot_use(e) from e
                     self._collection = collection.with_options(
                         codec_options=CodecOptions(tz_aware=True),
                         read_preference=ReadPreference.PRIMARY,
@@ -305,11 +307,21 @@ class SessionStore:
             if _is_transient(e):
                 raise SessionStoreUnavailable() from e
             if unusable(e):
-                raise _unavailable_because(e) from e
+                raise self._cannot_use(e) from e
             raise
         finally:
             if budget is not None:
                 budget.spent += time.monotonic() - started
+
+    def _cannot_use(self, error: BaseException) -> SessionStoreUnavailable:
+        """The 503 for a database the library cannot use at all (see
+        :func:`unusable`). A request's 503 hides the cause, so it is logged, at
+        most once a minute per process; a command says it itself."""
+        now = time.monotonic()
+        if has_request_context() and now >= self._cannot_use_logged_until:
+            self._cannot_use_logged_until = now + _CANNOT_USE_LOG_INTERVAL
+            logger.error("single_session cannot use its MongoDB collection: %s", error)
+        return SessionStoreUnavailable()
 
     def ensure_indexes(
         self,
@@ -439,8 +451,12 @@ class SessionStore:
             self._call(lambda: collection.insert_one(document), retry=False)
         except SessionStoreUnavailable as e:
             cause = e.__cause__
-            if isinstance(cause, ServerSelectionTimeoutError):
-                raise  # never sent (and asking would wait a second time)
+            if isinstance(cause, ServerSelectionTimeoutError) or (
+                cause is not None and unusable(cause)
+            ):
+                # Never sent (and asking would wait a second time). (A server
+                # that refuses the credentials does so before anything is sent.)
+                raise
             if not isinstance(cause, AutoReconnect):
                 e.maybe_stored = True  # e.g. a write concern timeout
                 raise

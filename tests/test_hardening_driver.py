@@ -199,13 +199,17 @@ def test_a_client_that_cannot_be_built_is_a_503_and_an_error_in_the_log(caplog):
     assert (r.status_code, r.text) == (503, "Back soon")
     assert "Set-Cookie" not in r.headers
     assert client.post("/login/alice").status_code == 503
+    # Logged once (not once per request), as the 503 hides the cause.
     errors = [rec for rec in caplog.records if rec.levelname == "ERROR"]
-    assert errors and "tlscafile" in errors[0].getMessage().lower()
+    assert len(errors) == 1 and "tlscafile" in errors[0].getMessage().lower()
 
+    # A command says the cause itself, in one line, and logs nothing.
+    caplog.clear()
     result = app.test_cli_runner().invoke(args=["single-session", "list", "alice"])
     assert result.exit_code == 1
     (line,) = result.output.splitlines()
     assert line.startswith("Error: MongoDB cannot be used: FileNotFoundError")
+    assert caplog.records == []
 
 
 def test_credentials_the_server_refuses_are_a_503_and_an_error_in_the_log(
@@ -224,9 +228,47 @@ def test_credentials_the_server_refuses_are_a_503_and_an_error_in_the_log(
     r = client.get("/me")
     assert r.status_code == 503
     assert "Set-Cookie" not in r.headers
-    assert any(
-        rec.levelname == "ERROR" and "Authentication failed" in rec.getMessage()
-        for rec in caplog.records
-    )
+    # A login is refused before anything is sent: nothing to take back.
+    faulty.faults.calls.clear()
+    assert app.test_client().post("/login/bob").status_code == 503
+    assert [name for name, _ in faulty.faults.calls] == ["insert_one"]
+    assert [rec.levelname for rec in caplog.records] == ["ERROR"]
+    assert "Authentication failed" in caplog.records[0].getMessage()
     faulty.faults.down = None
     assert client.get("/me").json["user"] == "alice"
+
+
+@pytest.fixture
+def silent_dns():
+    """DNS queries go to a loopback socket that never answers."""
+    import socket
+
+    import dns.resolver
+
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind(("127.0.0.1", 0))
+    resolver = dns.resolver.Resolver(configure=False)
+    resolver.nameservers = ["127.0.0.1"]
+    resolver.port = silent.getsockname()[1]
+    default = dns.resolver.default_resolver
+    dns.resolver.default_resolver = resolver
+    yield
+    dns.resolver.default_resolver = default
+    silent.close()
+
+
+def test_a_dns_lookup_that_gets_no_answer_is_a_503_within_the_timeout(silent_dns):
+    # A mongodb+srv:// URI's hosts are looked up at the first call, outside
+    # pymongo.timeout, for connectTimeoutMS (the driver's default: 20 s).
+    app = make_app(
+        None,
+        SINGLE_SESSION_MONGODB_URI="mongodb+srv://cluster.example.net/app",
+        SINGLE_SESSION_TIMEOUT=TIMEOUT,
+    )
+    client = app.test_client(use_cookies=False)
+    cookie = signed_session_cookie(app)
+    r, elapsed = timed(
+        lambda: client.get("/me", headers={"Cookie": f"session={cookie}"})
+    )
+    assert r.status_code == 503
+    assert elapsed < TIMEOUT + SLACK
