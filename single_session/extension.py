@@ -343,13 +343,21 @@ class SingleSession:
         check_location(app.config)
         database = app.config["SINGLE_SESSION_DATABASE"]
         name = app.config["SINGLE_SESSION_COLLECTION"]
+        options: dict[str, t.Any] = {}
+        if "connecttimeoutms=" not in uri.lower():
+            # A mongodb+srv:// URI's DNS lookup, at the first call, waits this
+            # long, outside pymongo.timeout (the driver's default is 20 s): no
+            # longer than a request's calls may take together.
+            options["connectTimeoutMS"] = int(config_timeout(app.config) * 1000)
 
         def connect() -> Collection[dict[str, t.Any]]:
             # Called lazily in each process (never before a fork): pymongo
             # clients must not be shared across processes.
             from pymongo import MongoClient
 
-            client: MongoClient[dict[str, t.Any]] = MongoClient(uri, connect=False)
+            client: MongoClient[dict[str, t.Any]] = MongoClient(
+                uri, connect=False, **options
+            )
             db = (
                 client[database]
                 if database
