@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import numbers
 import typing as t
+import warnings
 from collections.abc import Mapping
 from datetime import timedelta
 from urllib.parse import unquote_plus
@@ -189,8 +190,12 @@ def location(config: Config) -> None:
             # MongoClient, not an error.)
             uri_database = parse_uri(uri, warn=True)["database"]
             # What MongoClient checks beyond the URI's form (credentials for
-            # the auth mechanism, option values), without connecting.
-            MongoClient(uri, connect=False).close()
+            # the auth mechanism, option values), without connecting. (Its
+            # warnings, about the kind of server the hosts' names suggest say,
+            # come when the client is made for real.)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                MongoClient(uri, connect=False).close()
         except (PyMongoError, ValueError, TypeError) as e:
             raise ConfigurationError(
                 f"SINGLE_SESSION_MONGODB_URI is not a usable MongoDB URI: {e}"
