@@ -445,7 +445,7 @@ class ServerSessionInterface(SessionInterface):
                 session = self.session_class()
                 session.frozen = True
                 return session
-            if document is None:
+            if document is None or _past_lifetime(state, document, now):
                 # Absent, expired or never ours: never adopt the id. An expired
                 # document that the TTL monitor has not removed yet goes now.
                 state.store.discard(key, budget)
@@ -595,6 +595,25 @@ def _same_series(state: _State, value: str, series_hash: str) -> bool:
     return ids is not None and same_hash(hash_id(ids[0]), series_hash)
 
 
+def _past_lifetime(state: _State, document: dict[str, t.Any], now: datetime) -> bool:
+    """Whether a live session is past its idle or absolute lifetime as they are
+    set now. Its stored expiry (in the query) follows the settings of its last
+    write; a lifetime lowered since (or an absolute one turned on) ends it at
+    once, as it would end Flask's cookie session."""
+    if "revoked" in document:
+        return False
+    seen_at = document.get("seen_at")
+    if isinstance(seen_at, datetime) and aware(seen_at) + state.idle_lifetime() <= now:
+        return True
+    absolute = state.absolute_lifetime()
+    created_at = document.get("created_at")
+    return (
+        absolute is not None
+        and isinstance(created_at, datetime)
+        and aware(created_at) + absolute <= now
+    )
+
+
 def _stale_session(budget: RequestBudget | None = None) -> ServerSession:
     """A fresh anonymous session for a request whose cookie named no live session:
     the cookie is replaced or deleted when the response goes out."""
@@ -654,6 +673,11 @@ def refresh_expiry(
     absolute = document.get("absolute_expires_at")
     if isinstance(absolute, datetime):
         expires_at = min(expires_at, aware(absolute))
+    limit = state.absolute_lifetime()
+    created_at = document.get("created_at")
+    if limit is not None and isinstance(created_at, datetime):
+        # (One lowered, or turned on, since the session was created.)
+        expires_at = min(expires_at, aware(created_at) + limit)
     fields: dict[str, t.Any] = {"seen_at": now, "expires_at": expires_at}
     purge_at = expires_at
     remember = document.get("remember")

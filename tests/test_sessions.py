@@ -533,6 +533,42 @@ def test_absolute_lifetime(collection, monkeypatch):
     assert client.get("/get/x").json == {"value": None}
 
 
+def test_a_lowered_idle_lifetime_ends_idle_sessions_at_once(collection):
+    # Lowering PERMANENT_SESSION_LIFETIME is a security response ("sessions
+    # end after an hour idle"): as with Flask's cookie session, whose cookie is
+    # checked against the setting of the moment, a session idle longer than
+    # the new lifetime is gone on its next request, whatever expiry it was
+    # stored with.
+    app = make_app(collection)
+    clock = app.extensions["single_session"].clock
+    idle, active = app.test_client(), app.test_client()
+    idle.post("/set/x", json=1)
+    active.post("/set/x", json=1)
+    clock.advance(minutes=50)
+    active.post("/set/x", json=2)
+    clock.advance(minutes=20)
+    app.config["PERMANENT_SESSION_LIFETIME"] = timedelta(hours=1)
+    assert idle.get("/get/x").json == {"value": None}  # 70 minutes idle
+    assert active.get("/get/x").json == {"value": 2}  # 20 minutes idle
+    assert len(stored(collection)) == 1
+
+
+def test_an_absolute_lifetime_turned_on_ends_older_sessions_at_once(collection):
+    app = make_app(collection, SINGLE_SESSION_TOUCH_INTERVAL=0)
+    clock = app.extensions["single_session"].clock
+    old, new = app.test_client(), app.test_client()
+    old.post("/set/x", json=1)
+    clock.advance(minutes=90)
+    new.post("/set/x", json=1)
+    clock.advance(minutes=10)
+    app.config["SINGLE_SESSION_ABSOLUTE_LIFETIME"] = 3600
+    assert old.get("/get/x").json == {"value": None}  # 100 minutes old
+    assert new.get("/get/x").json == {"value": 1}  # 10 minutes old
+    (doc,) = stored(collection)
+    # Its next write keeps its expiry within the new limit.
+    assert doc["expires_at"] <= doc["created_at"] + timedelta(hours=1)
+
+
 def test_handle_reads_primary_and_writes_majority(app):
     with app.app_context():
         handle = app.extensions["single_session"].store.collection
