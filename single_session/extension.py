@@ -43,7 +43,9 @@ from .exceptions import SessionStoreUnavailable
 from .flash_cookie import FlashCookie
 from .sessions import aware
 from .sessions import end_login
+from .sessions import holds_place
 from .sessions import is_moving
+from .sessions import is_remembered
 from .sessions import LOGGED_OUT
 from .sessions import LOGIN_KEYS
 from .sessions import Revocation
@@ -452,6 +454,8 @@ class SingleSession:
         for document in state.store.user_sessions(user_id, now, fields):
             if is_moving(document, now):
                 continue  # its successor, under a new id, is the device's
+            if not holds_place(state, document, now):
+                continue  # past a lifetime lowered since its last write
             created_at, seen_at = document.get("created_at"), document.get("seen_at")
             if not isinstance(created_at, datetime) or not isinstance(
                 seen_at, datetime
@@ -471,7 +475,7 @@ class SingleSession:
                     ip=ip if isinstance(ip, str) else None,
                     user_agent=user_agent if isinstance(user_agent, str) else None,
                     current=document["_id"] == current_key,
-                    remembered=_remembered(document, now),
+                    remembered=is_remembered(document, now),
                 )
             )
         return infos
@@ -501,12 +505,6 @@ class SingleSession:
             session.revoked_here = True
             logout_user()
         return ended
-
-
-def _remembered(document: dict[str, t.Any], now: datetime) -> bool:
-    remember = document.get("remember")
-    expires_at = remember.get("expires_at") if isinstance(remember, dict) else None
-    return isinstance(expires_at, datetime) and expires_at > now
 
 
 def logout_everywhere(user: t.Any) -> int:

@@ -26,8 +26,10 @@ from . import serialization
 from .exceptions import LoginDenied
 from .exceptions import SessionStoreUnavailable
 from .sessions import aware
+from .sessions import holds_place
 from .sessions import insert_new
 from .sessions import is_moving
+from .sessions import later
 from .sessions import LOGIN_KEYS
 from .sessions import new_document
 from .sessions import ServerSession
@@ -85,7 +87,7 @@ def bind(
         # The same session under a new id, not a new sign-in: it keeps its
         # age, or "log out other devices" pressed now and then would keep a
         # (stolen) session alive past its absolute lifetime.
-        _keep_age(document, session.document)
+        _keep_age(state, document, session.document)
     if remember is not None:
         document["remember"] = remember
         document["purge_at"] = max(document["purge_at"], remember["expires_at"])
@@ -248,13 +250,23 @@ def _carry_over(
             logger.warning("single_session could not carry over a write made meanwhile")
 
 
-def _keep_age(document: dict[str, t.Any], old: dict[str, t.Any]) -> None:
-    document["created_at"] = old["created_at"]
-    absolute = old.get("absolute_expires_at")
-    if isinstance(absolute, datetime):
-        absolute = aware(absolute)
-        document["absolute_expires_at"] = absolute
-        document["expires_at"] = min(document["expires_at"], absolute)
+def _keep_age(state: _State, document: dict[str, t.Any], old: dict[str, t.Any]) -> None:
+    created_at = aware(old["created_at"])
+    document["created_at"] = created_at
+    # The end it was created with, or the one the absolute lifetime as set
+    # now gives it, whichever comes first.
+    ends = (
+        [aware(old["absolute_expires_at"])]
+        if isinstance(old.get("absolute_expires_at"), datetime)
+        else []
+    )
+    limit = state.absolute_lifetime()
+    end = None if limit is None else later(created_at, limit)
+    if end is not None:
+        ends.append(end)
+    if ends:
+        document["absolute_expires_at"] = min(ends)
+        document["expires_at"] = min(document["expires_at"], *ends)
         document["purge_at"] = document["expires_at"]
 
 
@@ -292,13 +304,15 @@ def _admit(
         sid = insert_new(state, document)
         if limit is not None:
             # (Without the sessions this one replaces: they go once it is in.)
-            live = store.user_sessions(user_id, now, ["_id", "moved_from"])
+            live = store.user_sessions(user_id, now, ["_id", "moved_from", *_AGE])
             # A session moving to a new id counts once: its successor, once it
             # is stored, stands for it.
             gone = replacing | {
                 d["moved_from"] for d in live if isinstance(d.get("moved_from"), str)
             }
-            live = [d for d in live if d["_id"] not in gone]
+            live = [
+                d for d in live if d["_id"] not in gone and holds_place(state, d, now)
+            ]
             victims = [d["_id"] for d in live[limit:]]
             if victims:
                 store.revoke(
@@ -309,7 +323,11 @@ def _admit(
         return sid
 
     store.ensure_slot_index()
-    held = {d.get("slot_key") for d in store.user_sessions(user_id, now, ["slot_key"])}
+    held = {
+        d.get("slot_key")
+        for d in store.user_sessions(user_id, now, ["slot_key", *_AGE])
+        if holds_place(state, d, now)
+    }
     for slot in range(limit):
         slot_key = f"{slot}:{user_id}"
         if slot_key in held:
@@ -321,10 +339,26 @@ def _admit(
             except DuplicateKeyError:
                 # Taken by a concurrent login, or by a session that expired and
                 # is not purged yet: free the latter and try once more.
-                if attempt == 0 and store.release_dead_slot(slot_key, now):
+                if attempt == 0 and store.release_dead_slot(
+                    slot_key, now, _ended_before(state, now)
+                ):
                     continue
                 break
     raise LoginDenied(user_id, limit)
+
+
+#: The fields that tell whether a session holds its place (see holds_place).
+_AGE = ["seen_at", "created_at", "remember"]
+
+
+def _ended_before(state: _State, now: datetime) -> dict[str, datetime]:
+    """For each lifetime as set now, the time before which a session's
+    (``seen_at``, ``created_at``) means it has ended."""
+    cutoffs = {"seen_at": now - state.idle_lifetime()}
+    absolute = state.absolute_lifetime()
+    if absolute is not None:
+        cutoffs["created_at"] = now - absolute
+    return cutoffs
 
 
 def revoke_all(

@@ -445,7 +445,7 @@ class ServerSessionInterface(SessionInterface):
                 session = self.session_class()
                 session.frozen = True
                 return session
-            if document is None or _past_lifetime(state, document, now):
+            if document is None or past_lifetime(state, document, now):
                 # Absent, expired or never ours: never adopt the id. An expired
                 # document that the TTL monitor has not removed yet goes now.
                 state.store.discard(key, budget)
@@ -595,23 +595,44 @@ def _same_series(state: _State, value: str, series_hash: str) -> bool:
     return ids is not None and same_hash(hash_id(ids[0]), series_hash)
 
 
-def _past_lifetime(state: _State, document: dict[str, t.Any], now: datetime) -> bool:
+def past_lifetime(state: _State, document: dict[str, t.Any], now: datetime) -> bool:
     """Whether a live session is past its idle or absolute lifetime as they are
-    set now. Its stored expiry (in the query) follows the settings of its last
-    write; a lifetime lowered since (or an absolute one turned on) ends it at
-    once, as it would end Flask's cookie session."""
+    set now. Its stored expiry (in the queries) follows the settings of its
+    last write; a lifetime lowered since (or an absolute one turned on) ends
+    it at once, as it would end Flask's cookie session."""
     if "revoked" in document:
         return False
-    seen_at = document.get("seen_at")
-    if isinstance(seen_at, datetime) and aware(seen_at) + state.idle_lifetime() <= now:
+    idle_end = later(document.get("seen_at"), state.idle_lifetime())
+    if idle_end is not None and idle_end <= now:
         return True
     absolute = state.absolute_lifetime()
-    created_at = document.get("created_at")
-    return (
-        absolute is not None
-        and isinstance(created_at, datetime)
-        and aware(created_at) + absolute <= now
-    )
+    end = None if absolute is None else later(document.get("created_at"), absolute)
+    return end is not None and end <= now
+
+
+def holds_place(state: _State, document: dict[str, t.Any], now: datetime) -> bool:
+    """Whether a session of a user counts under the policy and is listed: it
+    is within its lifetimes as set now, or its device is remembered (and may
+    come back at any time)."""
+    return not past_lifetime(state, document, now) or is_remembered(document, now)
+
+
+def is_remembered(document: dict[str, t.Any], now: datetime) -> bool:
+    """Whether the session's device has a remember-me that is still valid."""
+    remember = document.get("remember")
+    expires_at = remember.get("expires_at") if isinstance(remember, dict) else None
+    return isinstance(expires_at, datetime) and aware(expires_at) > now
+
+
+def later(value: t.Any, delta: timedelta) -> datetime | None:
+    """``value + delta`` for a stored date, or ``None`` if it is none (or so
+    far off that the sum is past what a datetime holds)."""
+    if not isinstance(value, datetime):
+        return None
+    try:
+        return aware(value) + delta
+    except OverflowError:
+        return None  # (a date the library never wrote)
 
 
 def _stale_session(budget: RequestBudget | None = None) -> ServerSession:
@@ -674,10 +695,10 @@ def refresh_expiry(
     if isinstance(absolute, datetime):
         expires_at = min(expires_at, aware(absolute))
     limit = state.absolute_lifetime()
-    created_at = document.get("created_at")
-    if limit is not None and isinstance(created_at, datetime):
+    end = None if limit is None else later(document.get("created_at"), limit)
+    if end is not None:
         # (One lowered, or turned on, since the session was created.)
-        expires_at = min(expires_at, aware(created_at) + limit)
+        expires_at = min(expires_at, end)
     fields: dict[str, t.Any] = {"seen_at": now, "expires_at": expires_at}
     purge_at = expires_at
     remember = document.get("remember")

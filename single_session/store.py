@@ -749,9 +749,25 @@ class SessionStore:
         )
         return result.modified_count
 
-    def release_dead_slot(self, slot_key: str, now: datetime) -> bool:
-        """Free a "deny" slot whose session has expired but is not purged yet."""
-        query = {"slot_key": slot_key, "purge_at": {"$lte": now}}
+    def release_dead_slot(
+        self, slot_key: str, now: datetime, ended_before: dict[str, datetime]
+    ) -> bool:
+        """Free a "deny" slot whose session has ended but is not purged yet:
+        expired, or past a lifetime lowered since its last write (``seen_at``
+        or ``created_at`` before the time ``ended_before`` gives them), unless
+        its device is remembered."""
+        past = [{field: {"$lte": when}} for field, when in ended_before.items()]
+        query = {
+            "slot_key": slot_key,
+            "$or": [
+                {"purge_at": {"$lte": now}},
+                {
+                    "revoked": {"$exists": False},
+                    "remember.expires_at": {"$not": {"$gt": now}},
+                    "$or": past,
+                },
+            ],
+        }
         result = self._call(
             lambda: self.collection.update_one(query, {"$unset": {"slot_key": ""}}),
             retry=True,

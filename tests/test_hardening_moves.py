@@ -1018,6 +1018,21 @@ def test_logout_others_keeps_the_absolute_lifetime(raw_collection):
     assert thief.get("/me").json["user"] is None
 
 
+def test_logout_others_keeps_an_absolute_lifetime_turned_on_since(raw_collection):
+    app = _with_logout_others(
+        make_app(raw_collection, SINGLE_SESSION_MAX_SESSIONS=None)
+    )
+    clock = app.extensions["single_session"].clock
+    browser = app.test_client()
+    browser.post("/login/alice")
+    clock.advance(minutes=30)
+    app.config["SINGLE_SESSION_ABSOLUTE_LIFETIME"] = 3600
+    assert browser.post("/logout-others").json["user"] == "alice"
+    (moved,) = stored(raw_collection, user_id="alice")
+    assert moved["absolute_expires_at"] == moved["created_at"] + timedelta(hours=1)
+    assert moved["expires_at"] <= moved["absolute_expires_at"]
+
+
 def _slow_writer(app: t.Any) -> tuple[threading.Event, threading.Event]:
     """A page that has loaded the session, then writes to it when told (as a
     second tab's request would, one that began before a login)."""

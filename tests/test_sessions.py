@@ -4,7 +4,9 @@ the server (promises 1, 2, 3, 8, 9, 11 and 12)."""
 from __future__ import annotations
 
 import hashlib
+from datetime import datetime
 from datetime import timedelta
+from datetime import timezone
 
 import pytest
 from flask import Flask
@@ -551,6 +553,53 @@ def test_a_lowered_idle_lifetime_ends_idle_sessions_at_once(collection):
     assert idle.get("/get/x").json == {"value": None}  # 70 minutes idle
     assert active.get("/get/x").json == {"value": 2}  # 20 minutes idle
     assert len(stored(collection)) == 1
+
+
+def test_a_session_past_a_lowered_lifetime_holds_no_place(collection):
+    # Ended by the lowered setting, it no longer counts under the policy nor
+    # is listed, though its stored expiry is later; a remembered device keeps
+    # its place (it may come back at any time).
+    app = make_app(collection, SINGLE_SESSION_MAX_SESSIONS=2)
+    clock = app.extensions["single_session"].clock
+    ext = app.extensions["test_ext"]
+    desk, laptop, tablet = app.test_client(), app.test_client(), app.test_client()
+    desk.post("/login/alice")
+    laptop.post("/login/alice")  # then idle
+    clock.advance(minutes=90)
+    desk.post("/set/x", json=1)  # in use
+    app.config["PERMANENT_SESSION_LIFETIME"] = timedelta(hours=1)
+    with app.app_context():
+        assert len(ext.sessions_of("alice")) == 1
+    tablet.post("/login/alice")
+    assert desk.get("/me").json["user"] == "alice"  # not evicted for the laptop
+    assert tablet.get("/me").json["user"] == "alice"
+    assert laptop.get("/me").json["user"] is None
+
+
+@pytest.mark.parametrize("remembered", [False, True])
+def test_under_deny_a_lowered_lifetime_frees_an_idle_devices_place(
+    collection, remembered
+):
+    app = make_app(collection, SINGLE_SESSION_ON_LIMIT="deny")
+    clock = app.extensions["single_session"].clock
+    laptop, phone = app.test_client(), app.test_client()
+    laptop.post("/login/alice" + ("?remember=1" if remembered else ""))
+    clock.advance(hours=2)
+    app.config["PERMANENT_SESSION_LIFETIME"] = timedelta(hours=1)
+    # An idle laptop is signed out by the new setting: its place is free. A
+    # remembered one still holds it.
+    assert phone.post("/login/alice").status_code == (409 if remembered else 200)
+
+
+def test_a_far_off_stored_date_is_no_500(collection):
+    app = make_app(collection, SINGLE_SESSION_ABSOLUTE_LIFETIME=3600)
+    client = app.test_client()
+    client.post("/login/alice")
+    far = datetime(9999, 12, 31, 23, 0, tzinfo=timezone.utc)
+    collection._inner.update_one(
+        {"user_id": "alice"}, {"$set": {"seen_at": far, "created_at": far}}
+    )
+    assert client.get("/me").status_code == 200
 
 
 def test_an_absolute_lifetime_turned_on_ends_older_sessions_at_once(collection):
