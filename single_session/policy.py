@@ -30,6 +30,7 @@ from .sessions import holds_place
 from .sessions import insert_new
 from .sessions import is_moving
 from .sessions import later
+from .sessions import lifetime_cutoffs
 from .sessions import LOGIN_KEYS
 from .sessions import new_document
 from .sessions import ServerSession
@@ -102,7 +103,11 @@ def bind(
     ended_meanwhile = False  # revoked or gone before it could be taken
     for d in replaced:
         if d.get("user_id") == user_id:
-            moving = store.take(d["_id"], now, live_only=rotating)
+            moving = store.take(
+                d["_id"],
+                now,
+                alive_after=lifetime_cutoffs(state, now) if rotating else None,
+            )
             if moving is None:
                 ended_meanwhile = True
                 current = store.load(d["_id"], now)
@@ -310,9 +315,13 @@ def _admit(
             gone = replacing | {
                 d["moved_from"] for d in live if isinstance(d.get("moved_from"), str)
             }
-            live = [
-                d for d in live if d["_id"] not in gone and holds_place(state, d, now)
-            ]
+            live = [d for d in live if d["_id"] not in gone]
+            # Past a lifetime lowered since their last write: no place, and
+            # ended for good (as this login is admitted without them).
+            ended = [d["_id"] for d in live if not holds_place(state, d, now)]
+            if ended:
+                store.expire(user_id, ended, now, lifetime_cutoffs(state, now))
+                live = [d for d in live if d["_id"] not in ended]
             victims = [d["_id"] for d in live[limit:]]
             if victims:
                 store.revoke(
@@ -340,7 +349,7 @@ def _admit(
                 # Taken by a concurrent login, or by a session that expired and
                 # is not purged yet: free the latter and try once more.
                 if attempt == 0 and store.release_dead_slot(
-                    slot_key, now, _ended_before(state, now)
+                    slot_key, now, lifetime_cutoffs(state, now)
                 ):
                     continue
                 break
@@ -349,16 +358,6 @@ def _admit(
 
 #: The fields that tell whether a session holds its place (see holds_place).
 _AGE = ["seen_at", "created_at", "remember"]
-
-
-def _ended_before(state: _State, now: datetime) -> dict[str, datetime]:
-    """For each lifetime as set now, the time before which a session's
-    (``seen_at``, ``created_at``) means it has ended."""
-    cutoffs = {"seen_at": now - state.idle_lifetime()}
-    absolute = state.absolute_lifetime()
-    if absolute is not None:
-        cutoffs["created_at"] = now - absolute
-    return cutoffs
 
 
 def revoke_all(

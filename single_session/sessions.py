@@ -610,6 +610,24 @@ def past_lifetime(state: _State, document: dict[str, t.Any], now: datetime) -> b
     return end is not None and end <= now
 
 
+def lifetime_cutoffs(state: _State, now: datetime) -> dict[str, datetime]:
+    """For the lifetimes as set now, the time a live session's ``seen_at``
+    (and, with an absolute lifetime, ``created_at``) must be after: the query
+    form of :func:`past_lifetime`, for writes, so that a request that loaded
+    the session before it ended cannot bring it back."""
+    cutoffs = {}
+    for field, lifetime in (
+        ("seen_at", state.idle_lifetime()),
+        ("created_at", state.absolute_lifetime()),
+    ):
+        if lifetime is not None:
+            try:
+                cutoffs[field] = now - lifetime
+            except OverflowError:
+                pass  # (longer than a datetime reaches back: no cutoff)
+    return cutoffs
+
+
 def holds_place(state: _State, document: dict[str, t.Any], now: datetime) -> bool:
     """Whether a session of a user counts under the policy and is listed: it
     is within its lifetimes as set now, or its device is remembered (and may
@@ -839,7 +857,9 @@ def write_session(state: _State, session: ServerSession) -> None:
         return
     expiry = refresh_expiry(document, state, now)
     set_.update(expiry)
-    if store.update_live(document["_id"], now, set_, unset):
+    if store.update_live(
+        document["_id"], now, set_, unset, lifetime_cutoffs(state, now)
+    ):
         remember_expires_at = expiry.pop("remember.expires_at", None)
         if remember_expires_at is not None:
             document["remember"]["expires_at"] = remember_expires_at

@@ -170,6 +170,19 @@ _AUTHENTICATION_FAILED = 18
 _CANNOT_USE_LOG_INTERVAL = 60.0
 
 
+def _past_lifetime_filter(
+    now: datetime, ended_before: t.Mapping[str, datetime]
+) -> Document:
+    """A live session past a lifetime as set now (``seen_at`` or ``created_at``
+    not after the time ``ended_before`` gives them), whose device is not
+    remembered."""
+    return {
+        "revoked": {"$exists": False},
+        "remember.expires_at": {"$not": {"$gt": now}},
+        "$or": [{field: {"$lte": when}} for field, when in ended_before.items()],
+    }
+
+
 def _index_in_the_way(
     existing: t.Mapping[str, t.Any],
     name: str,
@@ -475,15 +488,24 @@ class SessionStore:
             raise
 
     def update_live(
-        self, key: str, now: datetime, set_: Document, unset: Document
+        self,
+        key: str,
+        now: datetime,
+        set_: Document,
+        unset: Document,
+        alive_after: t.Mapping[str, datetime] | None = None,
     ) -> bool:
         """Update a session that is still live; never upserts, so a session that
         was revoked, logged out or expired meanwhile stays gone. Returns whether
-        it was found."""
+        it was found. ``alive_after`` gives, for ``seen_at`` and ``created_at``,
+        the times the lifetimes as set now require them to be after (see
+        :func:`~single_session.sessions.lifetime_cutoffs`)."""
         update: Document = {"$set": set_}
         if unset:
             update["$unset"] = unset
         query = {"_id": key, "revoked": {"$exists": False}, "expires_at": {"$gt": now}}
+        for field, when in (alive_after or {}).items():
+            query[field] = {"$gt": when}
         result = self._call(
             lambda: self.collection.update_one(query, update, upsert=False), retry=True
         )
@@ -569,15 +591,22 @@ class SessionStore:
         return self._call(lambda: self.collection.find_one(query), retry=True)
 
     def take(
-        self, key: str, now: datetime, *, live_only: bool = False
+        self,
+        key: str,
+        now: datetime,
+        *,
+        alive_after: t.Mapping[str, datetime] | None = None,
     ) -> Document | None:
         """Start moving a session; returns it as it was, with the move's own id
         under ``"move_id"``, or ``None`` if it is revoked or already moving (or,
-        ``live_only``, past its expiry: a new id of the same login would not
-        bring it back). ``now`` is when the move started."""
+        given ``alive_after`` (see :meth:`update_live`), past its expiry or
+        lifetimes: a new id of the same login would not bring it back). ``now``
+        is when the move started."""
         query: Document = {"_id": key}
-        if live_only:
+        if alive_after is not None:
             query["expires_at"] = {"$gt": now}
+            for field, when in alive_after.items():
+                query[field] = {"$gt": when}
         return self._take(query, now)
 
     def take_remembered(self, key: str, token: str, now: datetime) -> Document | None:
@@ -756,23 +785,43 @@ class SessionStore:
         expired, or past a lifetime lowered since its last write (``seen_at``
         or ``created_at`` before the time ``ended_before`` gives them), unless
         its device is remembered."""
-        past = [{field: {"$lte": when}} for field, when in ended_before.items()]
         query = {
             "slot_key": slot_key,
             "$or": [
                 {"purge_at": {"$lte": now}},
-                {
-                    "revoked": {"$exists": False},
-                    "remember.expires_at": {"$not": {"$gt": now}},
-                    "$or": past,
-                },
+                _past_lifetime_filter(now, ended_before),
             ],
         }
+        # (Ended for good: raising the lifetime again must not bring it back
+        # beside the login that takes its place.)
+        update = {
+            "$unset": {"slot_key": ""},
+            "$min": {"expires_at": now, "purge_at": now},
+        }
         result = self._call(
-            lambda: self.collection.update_one(query, {"$unset": {"slot_key": ""}}),
-            retry=True,
+            lambda: self.collection.update_one(query, update), retry=True
         )
         return result.modified_count == 1
+
+    def expire(
+        self,
+        user_id: str,
+        keys: list[str],
+        now: datetime,
+        ended_before: t.Mapping[str, datetime],
+    ) -> None:
+        """End for good the sessions ``keys`` of ``user_id`` that are past a
+        lifetime lowered since their last write (and not remembered), which the
+        policy no longer counts: their stored expiry becomes now, so that
+        raising the lifetime again does not bring them back beside the logins
+        admitted in their place. Nobody is told: they expired."""
+        query = {
+            "user_id": user_id,
+            "_id": {"$in": keys},
+            **_past_lifetime_filter(now, ended_before),
+        }
+        update = {"$min": {"expires_at": now, "purge_at": now}}
+        self._call(lambda: self.collection.update_many(query, update), retry=True)
 
     # -- operators ---------------------------------------------------------
 

@@ -223,6 +223,20 @@ def deny_mode(collection: CountingCollection) -> None:
     assert second.post("/login/alice").status_code == 200
 
 
+@path
+def lowered_lifetime(collection: CountingCollection) -> None:
+    # Sessions past a lifetime lowered since their last write: a login ends
+    # them for good (evict), or frees their slot (deny).
+    for on_limit in ("evict", "deny"):
+        app = _app(collection, SINGLE_SESSION_ON_LIMIT=on_limit)
+        laptop, phone = app.test_client(), app.test_client()
+        laptop.post("/login/alice")
+        _clock(app).advance(hours=2)
+        app.config["PERMANENT_SESSION_LIFETIME"] = timedelta(hours=1)
+        assert phone.post("/login/alice").status_code == 200
+        collection._inner.delete_many({})
+
+
 def _fail_next_insert(app: t.Any) -> None:
     """The store's next insert fails as a database that is down would."""
     store = app.extensions["single_session"].store
@@ -526,10 +540,15 @@ def updates(monkeypatch: pytest.MonkeyPatch) -> Sent:
     update_live = SessionStore.update_live
 
     def spy(
-        self: SessionStore, key: str, now: t.Any, set_: t.Any, unset: t.Any
+        self: SessionStore,
+        key: str,
+        now: t.Any,
+        set_: t.Any,
+        unset: t.Any,
+        *args: t.Any,
     ) -> bool:
         sent.append((dict(set_), dict(unset)))
-        return update_live(self, key, now, set_, unset)
+        return update_live(self, key, now, set_, unset, *args)
 
     monkeypatch.setattr(SessionStore, "update_live", spy)
     return sent

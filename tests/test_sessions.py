@@ -4,6 +4,7 @@ the server (promises 1, 2, 3, 8, 9, 11 and 12)."""
 from __future__ import annotations
 
 import hashlib
+import threading
 from datetime import datetime
 from datetime import timedelta
 from datetime import timezone
@@ -12,6 +13,7 @@ import pytest
 from flask import Flask
 from flask import request
 from flask import session
+from flask_login import current_user
 from flask_login import login_user
 from itsdangerous import Signer
 from pymongo import ReadPreference
@@ -589,6 +591,76 @@ def test_under_deny_a_lowered_lifetime_frees_an_idle_devices_place(
     # An idle laptop is signed out by the new setting: its place is free. A
     # remembered one still holds it.
     assert phone.post("/login/alice").status_code == (409 if remembered else 200)
+
+
+def _with_a_paused_laptop(app):
+    """A request in a thread named "laptop" loads its session, then waits for
+    ``go``; returns (loaded, go)."""
+    loaded, go = threading.Event(), threading.Event()
+
+    @app.before_request
+    def pause_the_laptop():
+        if threading.current_thread().name == "laptop":
+            session.get("x")  # (loaded)
+            loaded.set()
+            assert go.wait(10)
+
+    return loaded, go
+
+
+def _crossing(app, laptop, loaded, path="/set/x"):
+    """The laptop's request loads its session just within a lowered lifetime,
+    then waits while the clock passes the end of it."""
+    clock = app.extensions["single_session"].clock
+    app.config["PERMANENT_SESSION_LIFETIME"] = timedelta(hours=1)
+    clock.advance(minutes=59)
+    seen = {}
+    thread = threading.Thread(
+        target=lambda: seen.update(r=laptop.post(path, json=1)), name="laptop"
+    )
+    thread.start()
+    assert loaded.wait(10)
+    clock.advance(minutes=2)
+    return thread, seen
+
+
+@pytest.mark.parametrize("on_limit", ["evict", "deny"])
+def test_a_request_in_flight_does_not_bring_back_a_session_past_its_lifetime(
+    collection, on_limit
+):
+    app = make_app(collection, SINGLE_SESSION_ON_LIMIT=on_limit)
+    loaded, go = _with_a_paused_laptop(app)
+    laptop, phone = app.test_client(), app.test_client()
+    laptop.post("/login/alice")
+    thread, _ = _crossing(app, laptop, loaded)
+    assert phone.post("/login/alice").status_code == 200  # in the laptop's place
+    go.set()
+    thread.join(10)
+    assert laptop.get("/me").json["user"] is None
+    assert phone.get("/me").json["user"] == "alice"
+    # Raising the lifetime again brings back nothing beside the phone.
+    app.config["PERMANENT_SESSION_LIFETIME"] = timedelta(days=31)
+    assert laptop.get("/me").json["user"] is None
+    assert len(stored(collection, user_id="alice")) == 1
+
+
+def test_logout_others_in_flight_past_the_lifetime_ends_nobody(collection):
+    app = make_app(collection)
+
+    @app.post("/others")
+    def others():
+        return {"ended": app.extensions["test_ext"].logout_others(current_user)}
+
+    loaded, go = _with_a_paused_laptop(app)
+    laptop, phone = app.test_client(), app.test_client()
+    laptop.post("/login/alice")
+    thread, seen = _crossing(app, laptop, loaded, "/others")
+    assert phone.post("/login/alice").status_code == 200
+    go.set()
+    thread.join(10)
+    assert seen["r"].json == {"ended": 0}
+    assert phone.get("/me").json["user"] == "alice"
+    assert laptop.get("/me").json["user"] is None
 
 
 def test_a_far_off_stored_date_is_no_500(collection):
