@@ -48,6 +48,7 @@ from .sessions import is_moving
 from .sessions import is_remembered
 from .sessions import LOGGED_OUT
 from .sessions import LOGIN_KEYS
+from .sessions import past_lifetime
 from .sessions import Revocation
 from .sessions import ServerSession
 from .sessions import ServerSessionInterface
@@ -596,7 +597,9 @@ def _moving_elsewhere(
     if (
         not current.get("restoring")
         or not isinstance(expires_at, datetime)
-        or aware(expires_at) <= state.now()  # (now: the restore came later)
+        # (now: the restore came later)
+        or aware(expires_at) <= state.now()
+        or past_lifetime(state, current, state.now())
     ):
         # The session's own login, under whatever id it gets, stays; and so
         # do logins that came after this call began, or after the other
@@ -653,6 +656,7 @@ def _rotate(
             current is not None
             and "revoked" not in current
             and not is_moving(current, login_at)
+            and not past_lifetime(state, current, login_at)
         )
     revoked = policy.bind(
         state,

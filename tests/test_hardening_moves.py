@@ -732,11 +732,15 @@ def test_logout_others_while_a_copy_of_the_remember_cookie_restores(
     assert stored(raw_collection, user_id="alice", revoked={"$exists": False}) == []
 
 
-def test_logout_others_while_another_tab_restores_the_expired_session(raw_collection):
-    # A tab's logout_others loaded the session just before its idle expiry;
-    # another tab of the same browser, just after it, restores the login from
-    # the remember-me cookie. That restore is this browser's own: the first
-    # tab leaves the session to it, and nothing ends.
+@pytest.mark.parametrize("lowered", [False, True], ids=["stored", "lowered since"])
+def test_logout_others_while_another_tab_restores_the_expired_session(
+    raw_collection, lowered
+):
+    # A tab's logout_others loaded the session just before its idle expiry
+    # (the one it was stored with, or a lifetime lowered since); another tab
+    # of the same browser, just after it, restores the login from the
+    # remember-me cookie. That restore is this browser's own: the first tab
+    # leaves the session to it, and nothing ends.
     app = _with_logout_others(make_app(raw_collection))
     state = app.extensions["single_session"]
     store = state.store
@@ -748,6 +752,8 @@ def test_logout_others_while_another_tab_restores_the_expired_session(raw_collec
     tab = app.test_client()
     for name in ("session", "remember_token"):
         tab.set_cookie(name, browser.get_cookie(name).value)
+    if lowered:
+        app.config["PERMANENT_SESSION_LIFETIME"] = timedelta(hours=1)
     lifetime = app.permanent_session_lifetime
     clock["now"] = start + lifetime - timedelta(milliseconds=5)
     restored, first_done, seen = threading.Event(), threading.Event(), {}
@@ -778,6 +784,44 @@ def test_logout_others_while_another_tab_restores_the_expired_session(raw_collec
     assert seen["r"].json["user"] == "alice"
     assert tab.get("/me").json["user"] == "alice"
     assert len(stored(raw_collection, user_id="alice", revoked={"$exists": False})) == 1
+
+
+def test_logout_others_in_a_streamed_body_past_a_lowered_lifetime(raw_collection):
+    # In a streamed body the session keeps its id, if it is still live: past
+    # a lifetime lowered since its last write, it is not, and ends nobody.
+    app = make_app(raw_collection, SINGLE_SESSION_MAX_SESSIONS=2)
+    ext = app.extensions["test_ext"]
+    clock = app.extensions["single_session"].clock
+    midway, go = threading.Event(), threading.Event()
+
+    @app.get("/stream")
+    def stream() -> t.Any:
+        def body() -> t.Iterator[str]:
+            yield "ended "
+            midway.set()
+            assert go.wait(10)
+            yield str(ext.logout_others(current_user))
+
+        return Response(stream_with_context(body()))
+
+    laptop, phone = app.test_client(), app.test_client()
+    laptop.post("/login/alice")
+    app.config["PERMANENT_SESSION_LIFETIME"] = timedelta(hours=1)
+    clock.advance(seconds=30)
+    out: dict[str, t.Any] = {}
+    thread = threading.Thread(
+        target=lambda: out.update(r=laptop.get("/stream").get_data(as_text=True))
+    )
+    thread.start()
+    assert midway.wait(10)
+    clock.advance(seconds=10)
+    phone.post("/login/alice")
+    clock.advance(minutes=59, seconds=40)  # the laptop past 1 h idle, not the phone
+    go.set()
+    thread.join(10)
+    assert out["r"] == "ended 0"
+    assert phone.get("/me").json["user"] == "alice"
+    assert laptop.get("/me").json["user"] is None
 
 
 def test_logout_others_in_a_streamed_body_of_an_evicted_device(raw_collection):
