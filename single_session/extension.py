@@ -421,7 +421,11 @@ class SingleSession:
             if current is not None and is_moving(current, now):
                 session.frozen = True
                 return _moving_elsewhere(state, session, user_id, now, current)
-            if current is None or "revoked" in current:
+            if (
+                current is None
+                or "revoked" in current
+                or past_lifetime(state, current, state.now())
+            ):
                 logout_user()
                 return 0
             count = _revoke_older(state, user_id, session, now)

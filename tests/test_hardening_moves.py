@@ -824,6 +824,37 @@ def test_logout_others_in_a_streamed_body_past_a_lowered_lifetime(raw_collection
     assert laptop.get("/me").json["user"] is None
 
 
+def test_logout_others_under_a_lowered_deny_limit_past_a_lowered_lifetime(
+    raw_collection,
+):
+    # Under "deny" with a limit lowered since, the others hold every place and
+    # logout_others would end them first, then take one. The session passed a
+    # lifetime lowered since while it moved: it is no longer live, and ends
+    # nobody.
+    app = _with_logout_others(
+        make_app(
+            raw_collection,
+            SINGLE_SESSION_ON_LIMIT="deny",
+            SINGLE_SESSION_MAX_SESSIONS=2,
+        )
+    )
+    clock = app.extensions["single_session"].clock
+    store = app.extensions["single_session"].store
+    phone, laptop = app.test_client(), app.test_client()
+    phone.post("/login/alice")
+    laptop.post("/login/alice")
+    clock.advance(minutes=30)
+    phone.post("/set/x", json=1)  # the phone in use
+    app.config["SINGLE_SESSION_MAX_SESSIONS"] = 1
+    app.config["PERMANENT_SESSION_LIFETIME"] = timedelta(hours=1)
+    clock.advance(minutes=29, seconds=50)  # the laptop just within it
+    after(store, "take", lambda: clock.advance(seconds=20))
+    response = laptop.post("/logout-others")
+    assert response.json == {"ended": 0, "user": None}
+    assert phone.get("/me").json["user"] == "alice"
+    assert laptop.get("/me").json["user"] is None
+
+
 def test_logout_others_in_a_streamed_body_of_an_evicted_device(raw_collection):
     # The laptop's streamed response calls logout_others after a login on the
     # phone evicted it: it ends nobody, and the phone stays.
