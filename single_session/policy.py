@@ -25,11 +25,11 @@ from datetime import datetime
 from . import serialization
 from .exceptions import LoginDenied
 from .exceptions import SessionStoreUnavailable
+from .sessions import absolute_end
 from .sessions import aware
 from .sessions import holds_place
 from .sessions import insert_new
 from .sessions import is_moving
-from .sessions import later
 from .sessions import lifetime_cutoffs
 from .sessions import LOGIN_KEYS
 from .sessions import new_document
@@ -256,22 +256,11 @@ def _carry_over(
 
 
 def _keep_age(state: _State, document: dict[str, t.Any], old: dict[str, t.Any]) -> None:
-    created_at = aware(old["created_at"])
-    document["created_at"] = created_at
-    # The end it was created with, or the one the absolute lifetime as set
-    # now gives it, whichever comes first.
-    ends = (
-        [aware(old["absolute_expires_at"])]
-        if isinstance(old.get("absolute_expires_at"), datetime)
-        else []
-    )
-    limit = state.absolute_lifetime()
-    end = None if limit is None else later(created_at, limit)
+    document["created_at"] = aware(old["created_at"])
+    end = absolute_end(state, old)
     if end is not None:
-        ends.append(end)
-    if ends:
-        document["absolute_expires_at"] = min(ends)
-        document["expires_at"] = min(document["expires_at"], *ends)
+        document["absolute_expires_at"] = end
+        document["expires_at"] = min(document["expires_at"], end)
         document["purge_at"] = document["expires_at"]
 
 
@@ -309,7 +298,9 @@ def _admit(
         sid = insert_new(state, document)
         if limit is not None:
             # (Without the sessions this one replaces: they go once it is in.)
-            live = store.user_sessions(user_id, now, ["_id", "moved_from", *_AGE])
+            live = store.user_sessions(
+                user_id, now, ["_id", "moved_from", *_PLACE_FIELDS]
+            )
             # A session moving to a new id counts once: its successor, once it
             # is stored, stands for it.
             gone = replacing | {
@@ -334,7 +325,7 @@ def _admit(
     store.ensure_slot_index()
     held = {
         d.get("slot_key")
-        for d in store.user_sessions(user_id, now, ["slot_key", *_AGE])
+        for d in store.user_sessions(user_id, now, ["slot_key", *_PLACE_FIELDS])
         if holds_place(state, d, now)
     }
     for slot in range(limit):
@@ -357,7 +348,7 @@ def _admit(
 
 
 #: The fields that tell whether a session holds its place (see holds_place).
-_AGE = ["seen_at", "created_at", "remember"]
+_PLACE_FIELDS = ["seen_at", "created_at", "remember"]
 
 
 def revoke_all(

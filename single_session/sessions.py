@@ -642,6 +642,21 @@ def is_remembered(document: dict[str, t.Any], now: datetime) -> bool:
     return isinstance(expires_at, datetime) and aware(expires_at) > now
 
 
+def absolute_end(state: _State, document: dict[str, t.Any]) -> datetime | None:
+    """When the session ends however active it is: the end it was created
+    with, or the one the absolute lifetime as set now gives it (lowered, or
+    turned on, since), whichever comes first."""
+    ends = []
+    stored = document.get("absolute_expires_at")
+    if isinstance(stored, datetime):
+        ends.append(aware(stored))
+    limit = state.absolute_lifetime()
+    end = None if limit is None else later(document.get("created_at"), limit)
+    if end is not None:
+        ends.append(end)
+    return min(ends, default=None)
+
+
 def later(value: t.Any, delta: timedelta) -> datetime | None:
     """``value + delta`` for a stored date, or ``None`` if it is none (or so
     far off that the sum is past what a datetime holds)."""
@@ -709,13 +724,8 @@ def refresh_expiry(
 ) -> dict[str, t.Any]:
     """The fields a touch writes: last seen, and the expiry that slides with it."""
     expires_at = now + state.idle_lifetime()
-    absolute = document.get("absolute_expires_at")
-    if isinstance(absolute, datetime):
-        expires_at = min(expires_at, aware(absolute))
-    limit = state.absolute_lifetime()
-    end = None if limit is None else later(document.get("created_at"), limit)
+    end = absolute_end(state, document)
     if end is not None:
-        # (One lowered, or turned on, since the session was created.)
         expires_at = min(expires_at, end)
     fields: dict[str, t.Any] = {"seen_at": now, "expires_at": expires_at}
     purge_at = expires_at
