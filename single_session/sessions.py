@@ -602,19 +602,18 @@ def past_lifetime(state: _State, document: dict[str, t.Any], now: datetime) -> b
     it at once, as it would end Flask's cookie session."""
     if "revoked" in document:
         return False
-    idle_end = later(document.get("seen_at"), state.idle_lifetime())
-    if idle_end is not None and idle_end <= now:
-        return True
-    absolute = state.absolute_lifetime()
-    end = None if absolute is None else later(document.get("created_at"), absolute)
-    return end is not None and end <= now
+    for field, cutoff in lifetime_cutoffs(state, now).items():
+        value = document.get(field)
+        if isinstance(value, datetime) and aware(value) <= cutoff:
+            return True
+    return False
 
 
 def lifetime_cutoffs(state: _State, now: datetime) -> dict[str, datetime]:
     """For the lifetimes as set now, the time a live session's ``seen_at``
     (and, with an absolute lifetime, ``created_at``) must be after: the query
-    form of :func:`past_lifetime`, for writes, so that a request that loaded
-    the session before it ended cannot bring it back."""
+    form of :func:`past_lifetime` too, for writes, so that a request that
+    loaded the session before it ended cannot bring it back."""
     cutoffs = {}
     for field, lifetime in (
         ("seen_at", state.idle_lifetime()),
