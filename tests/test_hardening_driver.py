@@ -73,6 +73,21 @@ def signed_session_cookie(app):
     return app.extensions["single_session"].session_signer.get(app).sign(new_id())
 
 
+def get_with_a_session_cookie(app):
+    """A request that carries a signed session cookie: it needs the database."""
+    client = app.test_client(use_cookies=False)
+    cookie = signed_session_cookie(app)
+    return client.get("/me", headers={"Cookie": f"session={cookie}"})
+
+
+def render_503s(app):
+    """The app's own page for a 503."""
+
+    @app.errorhandler(503)
+    def unavailable(e):
+        return "Back soon", 503
+
+
 def timed(fn):
     start = time.monotonic()
     result = fn()
@@ -99,12 +114,7 @@ def test_app_starts_and_serves_cookieless_requests_while_the_database_is_down(de
 
 
 def assert_session_cookie_request_is_a_fast_503(app):
-    client = app.test_client(use_cookies=False)
-    cookie = signed_session_cookie(app)
-
-    r, elapsed = timed(
-        lambda: client.get("/me", headers={"Cookie": f"session={cookie}"})
-    )
+    r, elapsed = timed(lambda: get_with_a_session_cookie(app))
 
     assert r.status_code == 503
     assert elapsed < TIMEOUT + SLACK
@@ -167,13 +177,8 @@ def test_logout_everywhere_raises_fast(dead_app):
 
 
 def test_the_503_is_an_http_error_the_app_can_render(dead_app):
-    @dead_app.errorhandler(503)
-    def unavailable(e):
-        return "Back soon", 503
-
-    client = dead_app.test_client(use_cookies=False)
-    cookie = signed_session_cookie(dead_app)
-    r = client.get("/me", headers={"Cookie": f"session={cookie}"})
+    render_503s(dead_app)
+    r = get_with_a_session_cookie(dead_app)
     assert (r.status_code, r.text) == (503, "Back soon")
 
 
@@ -189,16 +194,11 @@ def test_a_client_that_cannot_be_built_is_a_503_and_an_error_in_the_log(caplog):
         SINGLE_SESSION_TIMEOUT=TIMEOUT,
     )
 
-    @app.errorhandler(503)
-    def unavailable(e):
-        return "Back soon", 503
-
-    client = app.test_client(use_cookies=False)
-    cookie = signed_session_cookie(app)
-    r = client.get("/me", headers={"Cookie": f"session={cookie}"})
+    render_503s(app)
+    r = get_with_a_session_cookie(app)
     assert (r.status_code, r.text) == (503, "Back soon")
     assert "Set-Cookie" not in r.headers
-    assert client.post("/login/alice").status_code == 503
+    assert app.test_client().post("/login/alice").status_code == 503
     # Logged once (not once per request), as the 503 hides the cause.
     errors = [rec for rec in caplog.records if rec.levelname == "ERROR"]
     assert len(errors) == 1 and "tlscafile" in errors[0].getMessage().lower()
@@ -265,10 +265,6 @@ def test_a_dns_lookup_that_gets_no_answer_is_a_503_within_the_timeout(silent_dns
         SINGLE_SESSION_MONGODB_URI="mongodb+srv://cluster.example.net/app",
         SINGLE_SESSION_TIMEOUT=TIMEOUT,
     )
-    client = app.test_client(use_cookies=False)
-    cookie = signed_session_cookie(app)
-    r, elapsed = timed(
-        lambda: client.get("/me", headers={"Cookie": f"session={cookie}"})
-    )
+    r, elapsed = timed(lambda: get_with_a_session_cookie(app))
     assert r.status_code == 503
     assert elapsed < TIMEOUT + SLACK

@@ -285,6 +285,40 @@ def _with_logout_others(app: t.Any) -> t.Any:
     return app
 
 
+def _with_streamed_logout_others(
+    app: t.Any,
+) -> t.Callable[[t.Any], tuple[threading.Event, threading.Thread, dict[str, t.Any]]]:
+    """A page whose streamed body calls logout_others after its first chunk
+    (after the response's cookies are out). Returns a function that starts it
+    for a client in a thread and waits for that chunk: then (go, thread,
+    seen), where ``go`` lets the body go on and ``seen["r"]`` is the body."""
+    ext = app.extensions["test_ext"]
+    midway, go = threading.Event(), threading.Event()
+
+    @app.get("/stream")
+    def stream() -> t.Any:
+        def body() -> t.Iterator[str]:
+            yield "ended "
+            midway.set()
+            assert go.wait(10)
+            yield str(ext.logout_others(current_user))
+
+        return Response(stream_with_context(body()))
+
+    def start(
+        client: t.Any,
+    ) -> tuple[threading.Event, threading.Thread, dict[str, t.Any]]:
+        seen: dict[str, t.Any] = {}
+        thread = threading.Thread(
+            target=lambda: seen.update(r=client.get("/stream").get_data(as_text=True))
+        )
+        thread.start()
+        assert midway.wait(10)
+        return go, thread, seen
+
+    return start
+
+
 def _with_why(app: t.Any) -> t.Any:
     @app.get("/why")
     def why() -> t.Any:
@@ -790,36 +824,19 @@ def test_logout_others_in_a_streamed_body_past_a_lowered_lifetime(raw_collection
     # In a streamed body the session keeps its id, if it is still live: past
     # a lifetime lowered since its last write, it is not, and ends nobody.
     app = make_app(raw_collection, SINGLE_SESSION_MAX_SESSIONS=2)
-    ext = app.extensions["test_ext"]
+    start_streaming = _with_streamed_logout_others(app)
     clock = app.extensions["single_session"].clock
-    midway, go = threading.Event(), threading.Event()
-
-    @app.get("/stream")
-    def stream() -> t.Any:
-        def body() -> t.Iterator[str]:
-            yield "ended "
-            midway.set()
-            assert go.wait(10)
-            yield str(ext.logout_others(current_user))
-
-        return Response(stream_with_context(body()))
-
     laptop, phone = app.test_client(), app.test_client()
     laptop.post("/login/alice")
     app.config["PERMANENT_SESSION_LIFETIME"] = timedelta(hours=1)
     clock.advance(seconds=30)
-    out: dict[str, t.Any] = {}
-    thread = threading.Thread(
-        target=lambda: out.update(r=laptop.get("/stream").get_data(as_text=True))
-    )
-    thread.start()
-    assert midway.wait(10)
+    go, streaming, seen = start_streaming(laptop)
     clock.advance(seconds=10)
     phone.post("/login/alice")
     clock.advance(minutes=59, seconds=40)  # the laptop past 1 h idle, not the phone
     go.set()
-    thread.join(10)
-    assert out["r"] == "ended 0"
+    streaming.join(10)
+    assert seen["r"] == "ended 0"
     assert phone.get("/me").json["user"] == "alice"
     assert laptop.get("/me").json["user"] is None
 
@@ -859,27 +876,10 @@ def test_logout_others_in_a_streamed_body_of_an_evicted_device(raw_collection):
     # The laptop's streamed response calls logout_others after a login on the
     # phone evicted it: it ends nobody, and the phone stays.
     app = _with_why(make_app(raw_collection))
-    ext = app.extensions["test_ext"]
-    midway, go = threading.Event(), threading.Event()
-
-    @app.get("/stream")
-    def stream() -> t.Any:
-        def body() -> t.Iterator[str]:
-            yield "ended "
-            midway.set()
-            assert go.wait(10)
-            yield str(ext.logout_others(current_user))
-
-        return Response(stream_with_context(body()))
-
+    start_streaming = _with_streamed_logout_others(app)
     laptop, phone = app.test_client(), app.test_client()
     laptop.post("/login/alice")
-    seen: dict[str, t.Any] = {}
-    streaming = threading.Thread(
-        target=lambda: seen.update(r=laptop.get("/stream").get_data(as_text=True))
-    )
-    streaming.start()
-    assert midway.wait(10)
+    go, streaming, seen = start_streaming(laptop)
     phone.post("/login/alice")
     go.set()
     streaming.join(10)
