@@ -323,6 +323,19 @@ def test_remember_cookie_settings_and_duration(collection):
     assert who(other)["user"] == "bob"
 
 
+def _remembering_for(collection, duration):
+    """An app whose remember-me lasts ``duration``: from the config, and from
+    login_user(duration=...). Returns it and the login path for each."""
+    app = make_app(collection, REMEMBER_COOKIE_DURATION=duration)
+
+    @app.post("/login-for-duration")
+    def login_for_duration():
+        login_user(USERS["alice"], remember=True, duration=duration)
+        return "ok"
+
+    return app, {True: "/login/alice?remember=1", False: "/login-for-duration"}
+
+
 NO_DURATIONS = {
     "zero": timedelta(0),
     "negative": timedelta(days=-1),
@@ -344,16 +357,13 @@ def test_a_remember_me_of_no_duration_keeps_the_login_and_drops_the_cookie(
 ):
     """As with Flask-Login alone, whose cookie would expire at once: the login
     stands, and the device is not remembered (its old remember-me goes)."""
-    app = make_app(collection, REMEMBER_COOKIE_DURATION=duration)
-
-    @app.post("/login-none")
-    def login_none():
-        login_user(USERS["alice"], remember=True, duration=duration)
-        return "ok"
-
+    app, login_path = _remembering_for(collection, duration)
     client = app.test_client()
+    app.config["REMEMBER_COOKIE_DURATION"] = timedelta(days=365)
     client.post("/login/alice?remember=1")  # a remember-me of the default length
-    client.post("/login/alice?remember=1" if from_config else "/login-none")
+    assert remember_cookie(client) is not None
+    app.config["REMEMBER_COOKIE_DURATION"] = duration
+    client.post(login_path[from_config])
     assert who(client)["user"] == "alice"
     assert who(client)["user"] == "alice"
     assert remember_cookie(client) is None
@@ -367,16 +377,9 @@ def test_a_remember_me_of_no_duration_keeps_the_login_and_drops_the_cookie(
 def test_a_remember_me_longer_than_a_century_is_cut_to_one(
     collection, clock, from_config
 ):
-    long = timedelta(days=365 * 101)
-    app = make_app(collection, REMEMBER_COOKIE_DURATION=long)
-
-    @app.post("/login-long")
-    def login_long():
-        login_user(USERS["alice"], remember=True, duration=long)
-        return "ok"
-
+    app, login_path = _remembering_for(collection, timedelta(days=365 * 101))
     client = app.test_client()
-    client.post("/login/alice?remember=1" if from_config else "/login-long")
+    client.post(login_path[from_config])
     assert who(client)["user"] == "alice"
     (doc,) = stored(collection, user_id="alice")
     assert doc["remember"]["seconds"] == timedelta(days=100 * 366).total_seconds()
