@@ -795,9 +795,10 @@ def write_session(state: _State, session: ServerSession) -> None:
             session.mark_written()
             return
         document = None
-    elif user_id is not None and (document is None or document.get("user_id") is None):
+    if user_id is not None and (document is None or document.get("user_id") is None):
         # A login that did not come through login_user(): Flask-Login's test
-        # client, session_transaction(), or app code setting the key. It goes
+        # client, session_transaction(), or app code setting the key (an
+        # admin's "switch user" too, whose previous login just ended). It goes
         # through the policy all the same (or is dropped if refused).
         state.bind_outside_login(session, str(user_id))
         document = session.document

@@ -397,6 +397,51 @@ def test_login_outside_login_user_goes_through_the_policy(app, collection):
     assert doc["data"]["_user_id"] == '"alice"'
 
 
+def test_switching_the_user_outside_login_user_binds_the_new_login(app, collection):
+    # An admin's "switch user" written straight into Flask-Login's key, on a
+    # device already logged in as someone else: the new login is bound in
+    # the same request, so logout_everywhere reaches it at once.
+    @app.post("/set-user/<name>")
+    def set_user(name):
+        session["_user_id"] = name
+        return "ok"
+
+    laptop = app.test_client()
+    laptop.post("/login/alice")
+    laptop.post("/set/cart", json=["pen"])
+    laptop.post("/set-user/bob")
+    assert stored(collection, user_id="alice") == []
+    (doc,) = stored(collection, user_id="bob")
+    assert doc["data"]["_user_id"] == '"bob"'
+    assert all(d.get("user_id") is not None for d in stored(collection))
+    with app.app_context():
+        assert [s.handle for s in app.extensions["test_ext"].sessions_of("bob")] == [
+            doc["handle"]
+        ]
+        assert logout_everywhere("bob") == 1
+    assert who(laptop) is None
+
+
+def test_switching_to_a_user_with_no_place_left_is_dropped(collection, caplog):
+    app = make_app(collection, SINGLE_SESSION_ON_LIMIT="deny")
+
+    @app.post("/set-user/<name>")
+    def set_user(name):
+        session["_user_id"] = name
+        return "ok"
+
+    phone = app.test_client()
+    phone.post("/login/bob")
+    laptop = app.test_client()
+    laptop.post("/login/alice")
+    laptop.post("/set-user/bob")
+    assert "login_user" in caplog.text
+    assert who(laptop) is None
+    assert who(phone) == "bob"
+    assert len(stored(collection, user_id="bob")) == 1
+    assert stored(collection, user_id="alice") == []
+
+
 def test_unknown_or_refused_login_outside_login_user_is_dropped(collection, caplog):
     app = make_app(collection, SINGLE_SESSION_ON_LIMIT="deny")
 
