@@ -771,11 +771,17 @@ def write_session(state: _State, session: ServerSession) -> None:
     changed after that)."""
     if session.unavailable is not None or session.frozen or session.gone_meanwhile:
         return
+    # Flask's cookie session serialises a permanent session whole on every
+    # request with SESSION_REFRESH_EACH_REQUEST, which keeps a value changed in
+    # place without session.modified; so is it here.
+    refreshed = bool(dict.get(session, "_permanent")) and bool(
+        state.config["SESSION_REFRESH_EACH_REQUEST"]
+    )
+    in_place = (session.written_early or refreshed) and (
+        serialization.may_change_in_place(dict.values(session))
+    )
     if session.written and session.changes == session.written_changes:
-        if not (
-            session.written_early
-            and serialization.may_change_in_place(dict.values(session))
-        ):
+        if not in_place:
             return
     session.written_early = False
     store = state.store
@@ -850,7 +856,7 @@ def write_session(state: _State, session: ServerSession) -> None:
     set_: dict[str, t.Any] = {}
     unset: dict[str, t.Any] = {}
     stored = session.stored
-    if session.modified:
+    if session.modified or in_place:
         stored, session.loaded = serialization.dump_data(
             session, state.max_size(), session.loaded
         )

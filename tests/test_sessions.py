@@ -784,3 +784,45 @@ def test_a_value_changed_in_place_after_login_is_saved(collection):
         client = app.test_client()
         assert client.post("/login-and-note").status_code == 200
         assert client.get("/get/notes").json == {"value": ["added after login"]}
+
+
+@pytest.mark.parametrize("refresh", [True, False])
+def test_an_in_place_change_to_a_permanent_session_is_kept_as_flask_keeps_it(
+    collection, refresh
+):
+    # Flask's cookie session serialises a permanent session whole on every
+    # request when SESSION_REFRESH_EACH_REQUEST is on, so a change made in
+    # place without session.modified is kept; with it off, it is lost. The
+    # same here, for a change in the view and one in an after_request function
+    # that runs after the library's.
+    kept = {}
+    for cookie_session in (True, False):
+        app = make_app(
+            collection,
+            cookie_session=cookie_session,
+            SESSION_REFRESH_EACH_REQUEST=refresh,
+        )
+
+        @app.post("/start")
+        def start():
+            session.permanent = True
+            session["cart"] = ["apple"]
+            return "ok"
+
+        @app.post("/add")
+        def add():
+            session["cart"].append("pear")
+            return "ok"
+
+        def change_late(response):
+            if request.path == "/add":
+                session["cart"].append("plum")
+            return response
+
+        app.after_request_funcs[None].insert(0, change_late)
+        client = app.test_client()
+        client.post("/start")
+        assert client.post("/add").status_code == 200
+        kept[cookie_session] = client.get("/get/cart").json["value"]
+    assert kept[False] == kept[True]
+    assert kept[True] == (["apple", "pear", "plum"] if refresh else ["apple"])
