@@ -33,9 +33,9 @@ DEFAULTS: dict[str, t.Any] = {
 }
 
 
-#: The longest duration setting taken: a hundred years (a date that far ahead
-#: still fits in a datetime).
-_LONGEST = timedelta(days=36500)
+#: The longest duration setting taken: a hundred years of 365 days (a date
+#: that far ahead still fits in a datetime).
+LONGEST_DURATION = timedelta(days=36500)
 
 
 def duration(
@@ -55,7 +55,7 @@ def duration(
             pass
     if seconds == 0 and zero:
         return timedelta(0)
-    if seconds > 0 and seconds >= least and seconds <= _LONGEST.total_seconds():
+    if seconds > 0 and seconds >= least and seconds <= LONGEST_DURATION.total_seconds():
         return timedelta(seconds=seconds)
     lower = "zero or more" if zero else f"more than {least or 'zero'} s"
     raise ConfigurationError(

@@ -34,6 +34,7 @@ from .config import check_limit
 from .config import DEFAULTS
 from .config import duration
 from .config import location as check_location
+from .config import LONGEST_DURATION
 from .config import on_limit as check_on_limit
 from .config import record_device as check_record_device
 from .config import timeout as config_timeout
@@ -140,8 +141,10 @@ class _State:
         return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
     def idle_lifetime(self) -> timedelta:
-        # (Flask's config attribute is a timedelta already.)
-        return self.app.permanent_session_lifetime
+        # (Flask's config attribute is a timedelta already.) At most a hundred
+        # years, as any duration setting of the library: Flask takes any, but
+        # a stored expiry must still be a date.
+        return min(self.app.permanent_session_lifetime, LONGEST_DURATION)
 
     def absolute_lifetime(self) -> timedelta | None:
         value = self.config["SINGLE_SESSION_ABSOLUTE_LIFETIME"]

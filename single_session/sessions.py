@@ -28,6 +28,7 @@ from flask.sessions import SessionMixin
 from werkzeug.datastructures import CallbackDict
 
 from . import serialization
+from .config import LONGEST_DURATION
 from .exceptions import SessionStoreUnavailable
 from .flash_cookie import KEYS as FLASH_KEYS
 from .flash_cookie import PREFIX as FLASH_PREFIX
@@ -246,10 +247,11 @@ def is_moving(document: dict[str, t.Any], now: datetime) -> bool:
     )
 
 
-#: The longest remember-me the library stores (a longer duration is cut to
-#: it; browsers keep a cookie 400 days at most anyway). A stored lifetime
-#: longer than this is not one the library wrote: the document is malformed.
-MAX_REMEMBER_LIFETIME = timedelta(days=100 * 366)
+#: The longest remember-me the library stores, the longest duration setting
+#: (a longer duration is cut to it; browsers keep a cookie 400 days at most
+#: anyway). A stored lifetime longer than this is not one the library wrote:
+#: the document is malformed.
+MAX_REMEMBER_LIFETIME = LONGEST_DURATION
 _MAX_REMEMBER_SECONDS = MAX_REMEMBER_LIFETIME.total_seconds()
 
 
@@ -562,6 +564,13 @@ class ServerSessionInterface(SessionInterface):
         # (Once: each change of response.vary parses and rewrites the header.)
         response.vary.add("Cookie")
         return True
+
+    def get_expiration_time(self, app: Flask, session: SessionMixin) -> datetime | None:
+        # Flask's, with the idle lifetime cut as the stored expiry is: Flask
+        # takes any PERMANENT_SESSION_LIFETIME, a cookie's expiry is a date.
+        if session.permanent:
+            return datetime.now(timezone.utc) + self.state.idle_lifetime()
+        return None
 
     @staticmethod
     def _reusable_value(session: ServerSession, signer: IdSigner | None) -> str | None:

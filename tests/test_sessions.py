@@ -139,6 +139,34 @@ def test_a_session_in_use_outlives_an_idle_lifetime_shorter_than_the_touch_inter
     assert client.get("/me").json["user"] is None
 
 
+@pytest.mark.parametrize(
+    "lifetime", [timedelta(days=365 * 9000), 10**12, timedelta.max]
+)
+def test_an_idle_lifetime_past_a_hundred_years_is_cut_to_that(collection, lifetime):
+    # Flask takes any PERMANENT_SESSION_LIFETIME; a stored expiry must still
+    # be a date (a datetime stops at the year 9999).
+    app = make_app(collection, PERMANENT_SESSION_LIFETIME=lifetime)
+
+    @app.post("/permanent")
+    def permanent():
+        session.permanent = True
+        return "ok"
+
+    client = app.test_client()
+    assert client.post("/set/cart", json=["pen"]).status_code == 200
+    assert client.post("/login/alice").status_code == 200
+    assert client.post("/permanent").status_code == 200
+    cookie = client.get_cookie("session")
+    assert cookie is not None and cookie.expires is not None
+    assert cookie.expires.year < datetime.now().year + 101
+    clock = app.extensions["single_session"].clock
+    clock.advance(days=365 * 99)
+    assert client.get("/me").json["user"] == "alice"
+    assert client.get("/get/cart").json == {"value": ["pen"]}
+    (doc,) = stored(collection)
+    assert doc["expires_at"] - doc["seen_at"] == timedelta(days=36500)
+
+
 def test_a_write_sends_only_the_keys_that_changed(app, collection):
     client = app.test_client()
     client.post("/set/a", json=1)
