@@ -76,6 +76,11 @@ def create_app(backend: str, store: Store | None) -> tuple[Flask, Ledger | None,
     @app.post("/login/<name>")
     def login(name: str) -> t.Any:
         login_user(USERS[name])
+        if request.args.get("new_id") and backend == "flask_session":
+            # Flask-Session keeps the session id across a login unless the app
+            # asks for a new one (single_session always gives one; Flask's
+            # cookie session has no id).
+            app.session_interface.regenerate(session)  # type: ignore[attr-defined]
         return jsonify(user=current_user.get_id())
 
     @app.post("/logout")

@@ -26,7 +26,8 @@ NOTES = """\
 Notes on the comparison. Flask-Session 0.8 runs with its defaults: its cookie
 holds the raw session id, unsigned; it finds a session by a field (`id`) that has
 no index, upserts on every save, and keeps the id across a login unless the app
-calls its `regenerate()` (Flask-Login does not). single_session signs its
+calls its `regenerate()` (Flask-Login does not; the "new session id" login
+does). single_session signs its
 cookie, stores only a hash of the id, finds sessions by `_id`, never upserts,
 and gives the session a new id at login (the `insert_one`; the `find` and
 `update_many` apply the one-device policy). Its session data is Flask's tagged
@@ -136,10 +137,12 @@ def markdown(data: dict[str, t.Any], level: int = 2) -> str:
         " writes an unchanged session back only when its last write is older than"
         f" `SINGLE_SESSION_TOUCH_INTERVAL` ({touch} s by default): then an"
         " authenticated read costs 2 operations, once a minute per active session."
-        ' "Login, no session limit" is single_session with'
-        " `SINGLE_SESSION_MAX_SESSIONS = None`: the new session id without the"
-        " one-device policy; the other backends have no policy, so for them it is"
-        " the same login.",
+        ' "Login, new session id, no session limit" is single_session with'
+        " `SINGLE_SESSION_MAX_SESSIONS = None` (the new session id without the"
+        " one-device policy) and Flask-Session with its `regenerate()` called"
+        " after `login_user()` (the same protection against session fixation);"
+        " Flask's cookie session has no id to change, so for it this is the same"
+        " login.",
         "",
     ]
 

@@ -107,26 +107,28 @@ def authenticated_write(b: Bench, n: int) -> t.Iterator[Request]:
         yield lambda i=i: _ok(c.post("/set/cart", json=[i]))
 
 
-def login(b: Bench, n: int) -> t.Iterator[Request]:
+def login(b: Bench, n: int, path: str = "/login/alice") -> t.Iterator[Request]:
     """A user logs in on a new device; the previous login of the same user (from
     the request before) is still live, so the one-device policy ends it."""
     _ok(b.client().post("/login/alice"), user="alice")
     for _ in range(n):
         c = b.client()
-        yield lambda c=c: _ok(c.post("/login/alice"), user="alice")
+        yield lambda c=c: _ok(c.post(path), user="alice")
 
 
-def login_no_limit(b: Bench, n: int) -> t.Iterator[Request]:
-    """The same login with no session limit (single_session with
-    ``SINGLE_SESSION_MAX_SESSIONS = None``): a new session id bound to the user,
-    without the one-device policy's read and revocation. The other backends
-    have no policy: for them this is the login above."""
+def login_new_id(b: Bench, n: int) -> t.Iterator[Request]:
+    """The login above, with the same protection against session fixation on
+    both server-side backends and no session limit: single_session with
+    ``SINGLE_SESSION_MAX_SESSIONS = None`` (a new session id bound to the user,
+    without the one-device policy's read and revocation); Flask-Session calling
+    its ``regenerate()`` after ``login_user()``. Flask's cookie session has no
+    id to change: for it this is the login above."""
     config = b.app.config
     limit = config.get("SINGLE_SESSION_MAX_SESSIONS")
     if b.backend == "single_session":
         config["SINGLE_SESSION_MAX_SESSIONS"] = None
     try:
-        yield from login(b, n)
+        yield from login(b, n, "/login/alice?new_id=1")
     finally:
         if b.backend == "single_session":
             config["SINGLE_SESSION_MAX_SESSIONS"] = limit
@@ -147,7 +149,7 @@ REQUEST_TYPES: list[tuple[str, str, t.Callable[[Bench, int], t.Iterator[Request]
     ("authenticated_read", "Authenticated read-only GET", authenticated_read),
     ("authenticated_write", "Authenticated write", authenticated_write),
     ("login", "Login", login),
-    ("login_no_limit", "Login, no session limit", login_no_limit),
+    ("login_new_id", "Login, new session id, no session limit", login_new_id),
     ("logout", "Logout", logout),
 ]
 
