@@ -402,3 +402,84 @@ def test_new_id_shape():
     """The ids the fuzz tests treat as well formed are what new_id makes."""
     sid = new_id()
     assert len(sid) == 43 and sid.isascii()
+
+
+def _over_the_limit_by_two_tabs(raw_collection, **config):
+    """Two tabs of one browser each write a key the size of half the limit at
+    once: each request sees a session within the limit, and the store merges
+    the two writes into one over it."""
+    import threading
+
+    from faults import LockedCollection
+
+    collection = LockedCollection(raw_collection, threading.Lock())
+    app = make_app(collection, SINGLE_SESSION_MAX_SIZE=1000, **config)
+    loaded, go = threading.Event(), threading.Event()
+
+    @app.post("/slow/<key>")
+    def slow(key):
+        session[key] = "x" * 480
+        loaded.set()
+        assert go.wait(10)
+        return "ok"
+
+    first = logged_in(app)
+    second = app.test_client()
+    second.set_cookie("session", first.get_cookie("session").value)
+    seen = {}
+    thread = threading.Thread(target=lambda: seen.update(r=first.post("/slow/a")))
+    thread.start()
+    assert loaded.wait(10)
+    assert second.post("/set/b", json="y" * 480).status_code == 200
+    go.set()
+    thread.join(10)
+    assert seen["r"].status_code == 200
+    (document,) = stored(raw_collection)
+    assert {"a", "b", "cart"} <= set(document["data"])
+    return app, first
+
+
+def test_a_session_over_the_limit_can_still_be_written_if_it_does_not_grow(
+    raw_collection,
+):
+    app, client = _over_the_limit_by_two_tabs(raw_collection)
+    assert client.get("/me").json["user"] == "alice"
+    # The same size, then smaller: written.
+    assert client.post("/set/b", json="z" * 480).status_code == 200
+    assert client.post("/set/b", json="z" * 470).status_code == 200
+    # Larger: refused, and the session stays as it was.
+    before = stored(raw_collection)
+    with pytest.raises(SessionTooLarge, match="SINGLE_SESSION_MAX_SIZE"):
+        client.post("/set/b", json="y" * 480)
+    assert stored(raw_collection) == before
+    # The logout ends the login and keeps the rest (smaller without the login).
+    assert client.post("/logout").status_code == 200
+    assert client.get("/me").json["user"] is None
+    assert client.get("/get/cart").json == {"value": ["apple"]}
+    assert client.get("/get/b").json == {"value": "z" * 470}
+    assert stored(raw_collection, user_id="alice") == []
+
+
+def test_a_permanent_session_over_the_limit_still_serves_every_page(collection):
+    # A permanent session that holds a list is serialised again on every
+    # request (SESSION_REFRESH_EACH_REQUEST), to save a change made in place:
+    # over a limit lowered since it was stored, it is still read, and written
+    # only if it changed.
+    app = make_app(collection)
+
+    @app.post("/permanent")
+    def permanent():
+        session.permanent = True
+        return "ok"
+
+    client = logged_in(app)
+    client.post("/permanent")
+    client.post("/set/notes", json="x" * 3000)
+    app.config["SINGLE_SESSION_MAX_SIZE"] = 2000
+    collection.reset()
+    assert client.get("/me").json["user"] == "alice"
+    assert client.get("/plain").status_code == 200
+    assert [name for name, _ in collection.log] == ["find_one", "find_one"]
+    assert client.post("/logout").status_code == 200
+    assert client.get("/get/notes").json == {"value": "x" * 3000}
+    assert client.get("/get/cart").json == {"value": ["apple"]}
