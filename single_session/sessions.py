@@ -29,6 +29,7 @@ from werkzeug.datastructures import CallbackDict
 
 from . import serialization
 from .config import LONGEST_DURATION
+from .exceptions import SessionDataError
 from .exceptions import SessionStoreUnavailable
 from .exceptions import SessionTooLarge
 from .flash_cookie import KEYS as FLASH_KEYS
@@ -941,7 +942,7 @@ def end_login(state: _State, session: ServerSession) -> None:
     if document is None:
         return
     login_id = document.get("login_id")
-    live = state.store.end(
+    ended = state.store.end(
         document["_id"],
         document["user_id"],
         state.now(),
@@ -950,7 +951,7 @@ def end_login(state: _State, session: ServerSession) -> None:
         login_id=login_id if isinstance(login_id, str) else document["_id"],
         tombstone_too=session.revoked_here,
     )
-    if not live:
+    if ended is None:
         # Revoked meanwhile (its device is to be told why), or replaced by
         # another user's login in another tab (whose cookies must stand): this
         # request stores nothing and leaves the cookies alone.
@@ -961,5 +962,48 @@ def end_login(state: _State, session: ServerSession) -> None:
         return
     if document.get("remember"):
         session.remember_cookie = "delete"
+    if not session.cleared:
+        _carry_over_to_rest(session, session.stored, ended.get("data"))
     session.ended_stored = session.stored
     session.adopt(None, None, {})
+
+
+_MISSING = object()
+
+
+def _carry_over_to_rest(
+    session: ServerSession, seen: dict[str, str], theirs: t.Any
+) -> None:
+    """Another request of the browser (a second tab) may have written to the
+    session while this one logged out: its keys go to the rest that carries
+    on, as its write would have reached the session had it come first. A key
+    this request changed itself keeps this request's value (the later write);
+    Flask-Login's keys are the login's, which ended. (As a login carries them
+    over, see ``policy._carry_over``.)"""
+    if not isinstance(theirs, dict):
+        return
+    for field in theirs.keys() | seen.keys():
+        text = theirs.get(field)
+        if text == seen.get(field):
+            continue
+        key = serialization.unescape_key(field)
+        if key in LOGIN_KEYS:
+            continue
+        mine = dict.get(session, key, _MISSING)
+        if mine is not _MISSING and field in seen:
+            try:
+                changed = serialization.dump_value(key, mine) != seen[field]
+            except SessionDataError:
+                changed = True  # (the request fails on it when it is saved)
+        else:
+            changed = (mine is _MISSING) == (field in seen)
+        if changed:
+            continue  # changed, set or removed by this request too: its write wins
+        if text is None:
+            dict.pop(session, key, None)
+            continue
+        try:
+            (value,) = serialization.load_data({field: text})[0].values()
+        except (ValueError, TypeError, RecursionError):
+            continue  # (not the library's: left out)
+        dict.__setitem__(session, key, value)

@@ -692,25 +692,30 @@ class SessionStore:
         *,
         login_id: str | None = None,
         tombstone_too: bool = False,
-    ) -> bool:
+    ) -> Document | None:
         """End the login of ``user_id``: delete its session; one that another
         request is moving to a new id becomes a tombstone instead, so that the
         move ends its successor too. A tombstone stays, for its device to be
         told why, unless ``tombstone_too`` (the request revoked it itself).
         A session moved to new ids meanwhile (``logout_others``, a restore, the
         same user logging in again in another tab) is the same login of the
-        same browser (``login_id``): its newest session goes. Returns whether
-        the login was found live: ``False`` if it was revoked, or replaced by
-        another user's login (or gone), meanwhile."""
+        same browser (``login_id``): its newest session goes. Returns the
+        session's ``data`` as it was deleted (another tab may have written to
+        it), an empty document if the login was found live elsewhere, or
+        ``None`` if it was not found live: revoked, or replaced by another
+        user's login (or gone), meanwhile."""
         query: Document = {"_id": key, "moving": {"$exists": False}}
         if not tombstone_too:
             query["revoked"] = {"$exists": False}
-        result = self._call(lambda: self.collection.delete_one(query), retry=True)
-        if result.deleted_count == 1:
-            return True
+        ended: Document | None = self._call(
+            lambda: self.collection.find_one_and_delete(query, {"data": True}),
+            retry=True,
+        )
+        if ended is not None:
+            return ended
         moving: Document = {"_id": key, "user_id": user_id, "moving": {"$exists": True}}
         if self.revoke(moving, reason, now) == 1:
-            return True
+            return {}
         # Its successors: by login (or, one stored before login ids, the one
         # that moved from it).
         same_login: Document = {
@@ -726,7 +731,8 @@ class SessionStore:
         # (One that is moving again becomes a tombstone: its move ends its own
         # successor.)
         moving = {**same_login, "moving": {"$exists": True}}
-        return self.revoke(moving, reason, now) > 0 or result.deleted_count > 0
+        live = self.revoke(moving, reason, now) > 0 or result.deleted_count > 0
+        return {} if live else None
 
     # -- remember me -------------------------------------------------------
 

@@ -79,7 +79,10 @@ def test_the_operation_targets(report: dict[str, t.Any]) -> None:
         "delete_one",
         "update_one",
     ]
-    assert _ops(report, "logout", "single_session") == ["find_one", "delete_one"]
+    assert _ops(report, "logout", "single_session") == [
+        "find_one",
+        "find_one_and_delete",
+    ]
 
 
 def test_scaling_does_not_grow_with_the_number_of_sessions(

@@ -107,7 +107,7 @@ def test_logout_everywhere_whose_reply_was_lost_still_ends_everything(app, fault
 
 def test_logout_is_retried_once(app, faulty, transient):
     client = login(app)
-    faulty.faults.plan("delete_one", transient())
+    faulty.faults.plan("find_one_and_delete", transient())
 
     assert client.post("/logout").status_code == 200
 
@@ -119,7 +119,7 @@ def test_logout_that_fails_twice_is_a_503_and_the_login_stays(app, faulty, trans
     client = login(app)
     client.post("/set/cart", json=["apple"])
     before = stored(faulty)
-    faulty.faults.plan("delete_one", transient(), transient())
+    faulty.faults.plan("find_one_and_delete", transient(), transient())
 
     r = client.post("/logout")
 

@@ -15,6 +15,7 @@ from flask import request
 from flask import session
 from flask_login import current_user
 from flask_login import login_user
+from flask_login import logout_user
 from itsdangerous import Signer
 from pymongo import ReadPreference
 from werkzeug.http import parse_cookie
@@ -854,3 +855,58 @@ def test_an_in_place_change_to_a_permanent_session_is_kept_as_flask_keeps_it(
         kept[cookie_session] = client.get("/get/cart").json["value"]
     assert kept[False] == kept[True]
     assert kept[True] == (["apple", "pear", "plum"] if refresh else ["apple"])
+
+
+def test_a_logout_keeps_what_another_tab_wrote_meanwhile(collection):
+    # The logout's request loaded the session before another tab wrote to it:
+    # the rest that carries on anonymous has the other tab's keys (a key both
+    # changed keeps the logout request's value, the later write), as a login
+    # carries them over.
+    app = make_app(collection)
+
+    @app.post("/logout-and-note")
+    def logout_and_note():
+        logout_user()
+        session["note"] = "mine"
+        session.pop("old", None)
+        return "ok"
+
+    @app.post("/drop/<key>")
+    def drop(key):
+        session.pop(key, None)
+        return "ok"
+
+    loaded, go = _with_a_paused_laptop(app)
+    browser = app.test_client()
+    browser.post("/login/alice")
+    for key, value in [("cart", ["apple"]), ("note", "old"), ("old", 1), ("gone", 1)]:
+        browser.post(f"/set/{key}", json=value)
+    seen = {}
+    thread = threading.Thread(
+        target=lambda: seen.update(r=browser.post("/logout-and-note")), name="laptop"
+    )
+    thread.start()
+    assert loaded.wait(10)
+    # The other tab, meanwhile: a new key, a changed one, a removed one, and
+    # the two that the logout changes too.
+    assert browser.post("/set/wish", json=["pear"]).status_code == 200
+    assert browser.post("/set/cart", json=["apple", "plum"]).status_code == 200
+    assert browser.post("/drop/gone").status_code == 200
+    assert browser.post("/set/note", json="theirs").status_code == 200
+    assert browser.post("/set/old", json=2).status_code == 200
+    go.set()
+    thread.join(10)
+    assert seen["r"].status_code == 200
+    assert browser.get("/me").json["user"] is None
+    assert stored(collection, user_id="alice") == []
+    (rest,) = stored(collection)
+    assert {
+        key: browser.get(f"/get/{key}").json["value"]
+        for key in ("wish", "cart", "gone", "note", "old")
+    } == {
+        "wish": ["pear"],
+        "cart": ["apple", "plum"],
+        "gone": None,
+        "note": "mine",
+        "old": None,
+    }
