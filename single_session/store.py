@@ -700,10 +700,10 @@ class SessionStore:
         A session moved to new ids meanwhile (``logout_others``, a restore, the
         same user logging in again in another tab) is the same login of the
         same browser (``login_id``): its newest session goes. Returns the
-        session's ``data`` as it was deleted (another tab may have written to
-        it), an empty document if the login was found live elsewhere, or
-        ``None`` if it was not found live: revoked, or replaced by another
-        user's login (or gone), meanwhile."""
+        session as it was deleted (its ``data`` only: another tab may have
+        written to it), an empty document if the login was found live under
+        another id, or ``None`` if it was not found live: revoked, or replaced
+        by another user's login (or gone), meanwhile."""
         query: Document = {"_id": key, "moving": {"$exists": False}}
         if not tombstone_too:
             query["revoked"] = {"$exists": False}
