@@ -74,8 +74,6 @@ class SessionTooLarge(SessionDataError):
         )
         self.size = size
         self.limit = limit
-        #: Whether the limit is ``SINGLE_SESSION_MAX_SIZE`` (not MongoDB's).
-        self.setting = setting
 
 
 class ConfigurationError(SingleSessionError, RuntimeError):

@@ -174,14 +174,6 @@ def dump_data(
     return stored, entries
 
 
-def stored_size(stored: t.Mapping[str, str]) -> int:
-    """The size of a session's stored form, as :func:`dump_data` counts it."""
-    return sum(
-        (len(field) if field.isascii() else len(field.encode())) + len(text)
-        for field, text in stored.items()
-    )
-
-
 def update_fits(set_: t.Mapping[str, str], unset: t.Mapping[str, t.Any]) -> bool:
     """Whether an update of the stored keys one by one (``"data.<field>"``,
     five bytes longer than the field) stays within what MongoDB takes in one

@@ -31,7 +31,6 @@ from . import serialization
 from .config import LONGEST_DURATION
 from .exceptions import SessionDataError
 from .exceptions import SessionStoreUnavailable
-from .exceptions import SessionTooLarge
 from .flash_cookie import KEYS as FLASH_KEYS
 from .flash_cookie import PREFIX as FLASH_PREFIX
 from .store import DuplicateKeyError
@@ -107,9 +106,6 @@ class ServerSession(CallbackDict, SessionMixin):  # type: ignore[type-arg]
     document: dict[str, t.Any] | None = None
     #: The stored form of each key (to send only what changed).
     stored: dict[str, str]
-    #: The stored form of the login this request ended (a logout): the rest
-    #: of the session may take as much room (see ``_dump``).
-    ended_stored: dict[str, str] | None = None
     #: The texts already made of this session's values, key by key, so that a
     #: write serialises only what may have changed.
     loaded: serialization.Entries | None = None
@@ -800,9 +796,6 @@ def write_session(state: _State, session: ServerSession) -> None:
     session.written_early = False
     store = state.store
     document = session.document
-    # (What is stored now, or was before a logout in this request: the room a
-    # session already over the size limit may take.)
-    before = session.stored or session.ended_stored or {}
     user_id = dict.get(session, "_user_id")
 
     if (
@@ -863,7 +856,7 @@ def write_session(state: _State, session: ServerSession) -> None:
 
     now = state.now()
     if document is None:
-        stored, session.loaded = _dump(state, session, before)
+        stored, session.loaded = serialization.dump_data(session, state.max_size())
         document = new_document(state, stored, now)
         sid = insert_new(state, document)
         session.adopt(sid, document, stored)
@@ -874,7 +867,7 @@ def write_session(state: _State, session: ServerSession) -> None:
     unset: dict[str, t.Any] = {}
     stored = session.stored
     if session.modified or in_place:
-        stored, session.loaded = _dump(state, session, before, session.loaded)
+        stored, session.loaded = _dump(state, session, checked=session.modified)
         for field, text in stored.items() - session.stored.items():
             set_["data." + field] = text
         for field in session.stored.keys() - stored.keys():
@@ -916,23 +909,21 @@ def write_session(state: _State, session: ServerSession) -> None:
 
 
 def _dump(
-    state: _State,
-    session: ServerSession,
-    before: dict[str, str],
-    known: serialization.Entries | None = None,
+    state: _State, session: ServerSession, *, checked: bool
 ) -> tuple[dict[str, str], serialization.Entries]:
-    """The stored form of ``session`` (see :func:`serialization.dump_data`).
-    ``SINGLE_SESSION_MAX_SIZE`` bounds what a write makes the session grow
-    to: a session already over it (two tabs' writes to different keys merged,
-    or the limit lowered since) is still written if it does not grow beyond
-    what is stored (``before``), so that it can shrink, and be logged out of
-    without losing the rest."""
-    try:
-        return serialization.dump_data(session, state.max_size(), known)
-    except SessionTooLarge as e:
-        if not e.setting or e.size > serialization.stored_size(before):
-            raise
-    return serialization.dump_data(session, None, known)
+    """The stored form of ``session``, serialised again from what it was
+    loaded or last written as. Unless ``checked`` (it was modified), only to
+    look for a value changed in place: its size is checked only if one was,
+    so that a session already over ``SINGLE_SESSION_MAX_SIZE`` (the limit
+    lowered since, or two tabs' writes merged) can still be read."""
+    limit = state.max_size()
+    stored, entries = serialization.dump_data(
+        session, limit if checked else None, session.loaded
+    )
+    if not checked and limit is not None and stored != session.stored:
+        # (Raises SessionTooLarge, as any write over the limit does.)
+        serialization.dump_data(session, limit, entries)
+    return stored, entries
 
 
 def end_login(state: _State, session: ServerSession) -> None:
@@ -964,7 +955,6 @@ def end_login(state: _State, session: ServerSession) -> None:
         session.remember_cookie = "delete"
     if not session.cleared:
         _carry_over_to_rest(session, session.stored, ended.get("data"))
-    session.ended_stored = session.stored
     session.adopt(None, None, {})
 
 
