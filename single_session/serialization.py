@@ -201,7 +201,14 @@ def load_data(stored: t.Mapping[str, t.Any]) -> tuple[dict[str, t.Any], Entries]
     text = "[" + ",".join(texts) + "]"
     if not text.isascii():
         raise ValueError("a stored session value is not ASCII JSON")
-    values = (_decoder if '" ' in text else _plain_decoder).decode(text)
+    try:
+        values = (_decoder if '" ' in text else _plain_decoder).decode(text)
+    except (ValueError, RecursionError):
+        raise
+    except Exception as e:
+        # Flask's tags take what they wrote: another value inside one fails
+        # in its own way (an int for a date: AttributeError).
+        raise ValueError(f"a stored value is not what its tag holds: {e}") from e
     if len(values) != len(fields):
         raise ValueError("a stored session value is not one JSON value")
     data: dict[str, t.Any] = {}
