@@ -166,12 +166,41 @@ def dump_data(
         stored[field] = entry[2]
         # The texts are ASCII (load_data accepts no others); a field may not be.
         size += (len(field) if field.isascii() else len(field.encode())) + len(entry[2])
+    _check_size(size, len(stored), max_size)
+    return stored, entries
+
+
+def check_size(stored: t.Mapping[str, str], max_size: int | None) -> None:
+    """Raise :exc:`SessionTooLarge` if a stored form is over ``max_size`` (or
+    what MongoDB holds), counted as :func:`dump_data` counts it."""
+    size = sum(
+        (len(field) if field.isascii() else len(field.encode())) + len(text)
+        for field, text in stored.items()
+    )
+    _check_size(size, len(stored), max_size)
+
+
+def _check_size(size: int, fields: int, max_size: int | None) -> None:
     if max_size is not None and size > max_size:
         raise SessionTooLarge(size, max_size)
-    if size + _PER_FIELD * len(stored) > MONGODB_MAX_DATA:
-        size += _PER_FIELD * len(stored)
+    size += _PER_FIELD * fields
+    if size > MONGODB_MAX_DATA:
         raise SessionTooLarge(size, MONGODB_MAX_DATA, setting=False)
-    return stored, entries
+
+
+def same_value(old: str, new: str) -> bool:
+    """Whether two stored texts hold the same value. A text need not be the
+    one its value, loaded, gives again: a dict with int keys is stored with
+    them as strings, whose order differs. Such a text is no change."""
+    if old == new:
+        return True
+    if len(old) != len(new):  # (a different order keeps the length)
+        return False
+    try:
+        (value,) = load_data({"": old})[0].values()
+        return dump_value("", value) == new
+    except (ValueError, TypeError, RecursionError, SessionDataError):
+        return False
 
 
 def update_fits(set_: t.Mapping[str, str], unset: t.Mapping[str, t.Any]) -> bool:

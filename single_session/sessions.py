@@ -867,11 +867,19 @@ def write_session(state: _State, session: ServerSession) -> None:
     unset: dict[str, t.Any] = {}
     stored = session.stored
     if session.modified or in_place:
-        stored, session.loaded = _dump(state, session, checked=session.modified)
+        stored, session.loaded = serialization.dump_data(session, None, session.loaded)
         for field, text in stored.items() - session.stored.items():
-            set_["data." + field] = text
+            old = session.stored.get(field)
+            if old is not None and serialization.same_value(old, text):
+                stored[field] = old  # (the same value: nothing to send)
+            else:
+                set_["data." + field] = text
         for field in session.stored.keys() - stored.keys():
             unset["data." + field] = ""
+        if set_ or unset:
+            # Only a change is held to the limit: a session already over it
+            # (the limit lowered since, or two tabs' writes merged) is read.
+            serialization.check_size(stored, state.max_size())
         if not serialization.update_fits(set_, unset):
             # (Another request's write to other keys meanwhile is lost then.)
             set_, unset = {"data": stored}, {}
@@ -906,24 +914,6 @@ def write_session(state: _State, session: ServerSession) -> None:
         session.stored = {}
         session.gone_meanwhile = True
     session.mark_written()
-
-
-def _dump(
-    state: _State, session: ServerSession, *, checked: bool
-) -> tuple[dict[str, str], serialization.Entries]:
-    """The stored form of ``session``, serialised again from what it was
-    loaded or last written as. Unless ``checked`` (it was modified), only to
-    look for a value changed in place: its size is checked only if one was,
-    so that a session already over ``SINGLE_SESSION_MAX_SIZE`` (the limit
-    lowered since, or two tabs' writes merged) can still be read."""
-    limit = state.max_size()
-    stored, entries = serialization.dump_data(
-        session, limit if checked else None, session.loaded
-    )
-    if not checked and limit is not None and stored != session.stored:
-        # (Raises SessionTooLarge, as any write over the limit does.)
-        serialization.dump_data(session, limit, entries)
-    return stored, entries
 
 
 def end_login(state: _State, session: ServerSession) -> None:
@@ -982,9 +972,10 @@ def _carry_over_to_rest(
         mine = dict.get(session, key, _MISSING)
         if mine is not _MISSING and field in seen:
             try:
-                changed = serialization.dump_value(key, mine) != seen[field]
+                mine_text = serialization.dump_value(key, mine)
             except SessionDataError:
-                changed = True  # (the request fails on it when it is saved)
+                continue  # (the request fails on it when it is saved)
+            changed = not serialization.same_value(seen[field], mine_text)
         else:
             changed = (mine is _MISSING) == (field in seen)
         if changed:

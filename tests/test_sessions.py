@@ -910,3 +910,88 @@ def test_a_logout_keeps_what_another_tab_wrote_meanwhile(collection):
         "note": "mine",
         "old": None,
     }
+
+
+def _permanent_with_a_cart_of_int_keys(app):
+    @app.before_request
+    def make_permanent():
+        session.permanent = True  # (as many apps do, on every request)
+
+    @app.post("/cart-add/<int:item>")
+    def cart_add(item):
+        cart = {int(key): n for key, n in session.get("cart", {}).items()}
+        session["cart"] = {**cart, item: 1}
+        return "ok"
+
+    @app.get("/page")
+    def page():
+        return "ok"
+
+
+def test_a_dict_with_int_keys_is_no_change_when_it_comes_back_unchanged(collection):
+    # Stored as JSON, its keys come back as strings, in another order: the
+    # look for changes made in place must not take that for one (a write per
+    # request, or a stale copy written over another tab's).
+    app = make_app(collection)
+    _permanent_with_a_cart_of_int_keys(app)
+    loaded, go = _with_a_paused_laptop(app)
+    browser = app.test_client()
+    browser.post("/login/alice")
+    browser.post("/cart-add/2")
+    browser.post("/cart-add/10")
+    collection.reset()
+    assert browser.get("/page").status_code == 200
+    assert [name for name, _ in collection.log] == ["find_one"]
+    # A read-only page that loaded the cart before another tab changed it.
+    seen = {}
+    thread = threading.Thread(
+        target=lambda: seen.update(r=browser.get("/page")), name="laptop"
+    )
+    thread.start()
+    assert loaded.wait(10)
+    assert browser.post("/cart-add/7").status_code == 200
+    go.set()
+    thread.join(10)
+    assert seen["r"].status_code == 200
+    assert browser.get("/get/cart").json == {"value": {"2": 1, "10": 1, "7": 1}}
+
+
+def test_a_logout_carries_another_tabs_change_to_a_dict_with_int_keys(collection):
+    app = make_app(collection)
+    _permanent_with_a_cart_of_int_keys(app)
+    loaded, go = _with_a_paused_laptop(app)
+    browser = app.test_client()
+    browser.post("/login/alice")
+    browser.post("/cart-add/2")
+    browser.post("/cart-add/10")
+    seen = {}
+    thread = threading.Thread(
+        target=lambda: seen.update(r=browser.post("/logout")), name="laptop"
+    )
+    thread.start()
+    assert loaded.wait(10)
+    assert browser.post("/cart-add/7").status_code == 200
+    go.set()
+    thread.join(10)
+    assert seen["r"].status_code == 200
+    assert browser.get("/me").json["user"] is None
+    assert browser.get("/get/cart").json == {"value": {"2": 1, "10": 1, "7": 1}}
+
+
+def test_a_session_over_the_limit_is_read_when_the_app_sets_permanent(collection):
+    # Setting session.permanent on every request marks the session modified:
+    # with nothing changed, nothing is written and the size is not checked.
+    app = make_app(collection)
+    _permanent_with_a_cart_of_int_keys(app)
+    client = app.test_client()
+    client.post("/login/alice")
+    client.post("/cart-add/2")
+    client.post("/set/notes", json="x" * 3000)
+    app.config["SINGLE_SESSION_MAX_SIZE"] = 2000
+    collection.reset()
+    assert client.get("/me").json["user"] == "alice"
+    assert client.get("/page").status_code == 200
+    assert [name for name, _ in collection.log] == ["find_one", "find_one"]
+    with pytest.raises(SessionTooLarge):
+        client.post("/cart-add/3")
+    assert client.get("/get/cart").json == {"value": {"2": 1}}
