@@ -238,9 +238,13 @@ def _carry_over(
     unset: dict[str, t.Any] = {}
     for field in data.keys() | seen.keys():
         theirs = data.get(field)
+        mine, was = stored.get(field), seen.get(field)
+        changed_here = mine != was and (
+            mine is None or was is None or not serialization.same_value(was, mine)
+        )
         if (
-            theirs == seen.get(field)
-            or stored.get(field) != seen.get(field)
+            theirs == was
+            or changed_here
             or serialization.unescape_key(field) in LOGIN_KEYS
         ):
             continue

@@ -995,3 +995,24 @@ def test_a_session_over_the_limit_is_read_when_the_app_sets_permanent(collection
     with pytest.raises(SessionTooLarge):
         client.post("/cart-add/3")
     assert client.get("/get/cart").json == {"value": {"2": 1}}
+
+
+def test_a_login_carries_another_tabs_write_over_a_dict_with_int_keys(collection):
+    app = make_app(collection)
+    _permanent_with_a_cart_of_int_keys(app)
+    loaded, go = _with_a_paused_laptop(app)
+    browser = app.test_client()
+    browser.post("/cart-add/2")
+    browser.post("/cart-add/10")
+    seen = {}
+    thread = threading.Thread(
+        target=lambda: seen.update(r=browser.post("/login/alice")), name="laptop"
+    )
+    thread.start()
+    assert loaded.wait(10)
+    assert browser.post("/set/cart", json="emptied in another tab").status_code == 200
+    go.set()
+    thread.join(10)
+    assert seen["r"].status_code == 200
+    assert browser.get("/me").json["user"] == "alice"
+    assert browser.get("/get/cart").json == {"value": "emptied in another tab"}
