@@ -238,13 +238,9 @@ def _carry_over(
     unset: dict[str, t.Any] = {}
     for field in data.keys() | seen.keys():
         theirs = data.get(field)
-        mine, was = stored.get(field), seen.get(field)
-        changed_here = mine != was and (
-            mine is None or was is None or not serialization.same_value(was, mine)
-        )
         if (
-            theirs == was
-            or changed_here
+            theirs == seen.get(field)
+            or not serialization.same_value(seen.get(field), stored.get(field))
             or serialization.unescape_key(field) in LOGIN_KEYS
         ):
             continue

@@ -188,13 +188,14 @@ def _check_size(size: int, fields: int, max_size: int | None) -> None:
         raise SessionTooLarge(size, MONGODB_MAX_DATA, setting=False)
 
 
-def same_value(old: str, new: str) -> bool:
-    """Whether two stored texts hold the same value. A text need not be the
-    one its value, loaded, gives again: a dict with int keys is stored with
-    them as strings, whose order differs. Such a text is no change."""
+def same_value(old: str | None, new: str | None) -> bool:
+    """Whether two stored texts (``None``: no such key) hold the same value. A
+    text need not be the one its value, loaded, gives again: a dict with int
+    keys is stored with them as strings, whose order differs. Such a text is
+    no change."""
     if old == new:
         return True
-    if len(old) != len(new) or "{" not in old:
+    if old is None or new is None or len(old) != len(new) or "{" not in old:
         return False  # (only an object's keys come back in another order)
     try:
         (value,) = load_data({"": old})[0].values()
