@@ -857,6 +857,20 @@ def test_an_in_place_change_to_a_permanent_session_is_kept_as_flask_keeps_it(
     assert kept[True] == (["apple", "pear", "plum"] if refresh else ["apple"])
 
 
+def _meanwhile(loaded, go, request, other_tab):
+    """Run ``request`` in the "laptop" thread (see _with_a_paused_laptop); once
+    it has loaded its session, run ``other_tab``; then let it finish. Returns
+    its response."""
+    seen = {}
+    thread = threading.Thread(target=lambda: seen.update(r=request()), name="laptop")
+    thread.start()
+    assert loaded.wait(10)
+    other_tab()
+    go.set()
+    thread.join(10)
+    return seen["r"]
+
+
 def test_a_logout_keeps_what_another_tab_wrote_meanwhile(collection):
     # The logout's request loaded the session before another tab wrote to it:
     # the rest that carries on anonymous has the other tab's keys (a key both
@@ -881,25 +895,21 @@ def test_a_logout_keeps_what_another_tab_wrote_meanwhile(collection):
     browser.post("/login/alice")
     for key, value in [("cart", ["apple"]), ("note", "old"), ("old", 1), ("gone", 1)]:
         browser.post(f"/set/{key}", json=value)
-    seen = {}
-    thread = threading.Thread(
-        target=lambda: seen.update(r=browser.post("/logout-and-note")), name="laptop"
-    )
-    thread.start()
-    assert loaded.wait(10)
-    # The other tab, meanwhile: a new key, a changed one, a removed one, and
-    # the two that the logout changes too.
-    assert browser.post("/set/wish", json=["pear"]).status_code == 200
-    assert browser.post("/set/cart", json=["apple", "plum"]).status_code == 200
-    assert browser.post("/drop/gone").status_code == 200
-    assert browser.post("/set/note", json="theirs").status_code == 200
-    assert browser.post("/set/old", json=2).status_code == 200
-    go.set()
-    thread.join(10)
-    assert seen["r"].status_code == 200
+
+    def other_tab():
+        # A new key, a changed one, a removed one, and the two that the
+        # logout changes too.
+        assert browser.post("/set/wish", json=["pear"]).status_code == 200
+        assert browser.post("/set/cart", json=["apple", "plum"]).status_code == 200
+        assert browser.post("/drop/gone").status_code == 200
+        assert browser.post("/set/note", json="theirs").status_code == 200
+        assert browser.post("/set/old", json=2).status_code == 200
+
+    logout = _meanwhile(loaded, go, lambda: browser.post("/logout-and-note"), other_tab)
+    assert logout.status_code == 200
     assert browser.get("/me").json["user"] is None
     assert stored(collection, user_id="alice") == []
-    (rest,) = stored(collection)
+    assert len(stored(collection)) == 1
     assert {
         key: browser.get(f"/get/{key}").json["value"]
         for key in ("wish", "cart", "gone", "note", "old")
@@ -943,16 +953,10 @@ def test_a_dict_with_int_keys_is_no_change_when_it_comes_back_unchanged(collecti
     assert browser.get("/page").status_code == 200
     assert [name for name, _ in collection.log] == ["find_one"]
     # A read-only page that loaded the cart before another tab changed it.
-    seen = {}
-    thread = threading.Thread(
-        target=lambda: seen.update(r=browser.get("/page")), name="laptop"
+    page = _meanwhile(
+        loaded, go, lambda: browser.get("/page"), lambda: browser.post("/cart-add/7")
     )
-    thread.start()
-    assert loaded.wait(10)
-    assert browser.post("/cart-add/7").status_code == 200
-    go.set()
-    thread.join(10)
-    assert seen["r"].status_code == 200
+    assert page.status_code == 200
     assert browser.get("/get/cart").json == {"value": {"2": 1, "10": 1, "7": 1}}
 
 
@@ -964,16 +968,10 @@ def test_a_logout_carries_another_tabs_change_to_a_dict_with_int_keys(collection
     browser.post("/login/alice")
     browser.post("/cart-add/2")
     browser.post("/cart-add/10")
-    seen = {}
-    thread = threading.Thread(
-        target=lambda: seen.update(r=browser.post("/logout")), name="laptop"
+    logout = _meanwhile(
+        loaded, go, lambda: browser.post("/logout"), lambda: browser.post("/cart-add/7")
     )
-    thread.start()
-    assert loaded.wait(10)
-    assert browser.post("/cart-add/7").status_code == 200
-    go.set()
-    thread.join(10)
-    assert seen["r"].status_code == 200
+    assert logout.status_code == 200
     assert browser.get("/me").json["user"] is None
     assert browser.get("/get/cart").json == {"value": {"2": 1, "10": 1, "7": 1}}
 
@@ -1004,15 +1002,12 @@ def test_a_login_carries_another_tabs_write_over_a_dict_with_int_keys(collection
     browser = app.test_client()
     browser.post("/cart-add/2")
     browser.post("/cart-add/10")
-    seen = {}
-    thread = threading.Thread(
-        target=lambda: seen.update(r=browser.post("/login/alice")), name="laptop"
+    login = _meanwhile(
+        loaded,
+        go,
+        lambda: browser.post("/login/alice"),
+        lambda: browser.post("/set/cart", json="emptied in another tab"),
     )
-    thread.start()
-    assert loaded.wait(10)
-    assert browser.post("/set/cart", json="emptied in another tab").status_code == 200
-    go.set()
-    thread.join(10)
-    assert seen["r"].status_code == 200
+    assert login.status_code == 200
     assert browser.get("/me").json["user"] == "alice"
     assert browser.get("/get/cart").json == {"value": "emptied in another tab"}
