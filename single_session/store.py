@@ -707,20 +707,10 @@ class SessionStore:
         query: Document = {"_id": key, "moving": {"$exists": False}}
         if not tombstone_too:
             query["revoked"] = {"$exists": False}
-
-        def delete() -> Document | None:
-            return self.collection.find_one_and_delete(query, {"data": True})
-
-        # Sent again (once) by hand rather than by _call: after a lost reply
-        # the first may have been applied, and the second then finds nothing.
-        try:
-            ended: Document | None = self._call(delete, retry=False)
-            sent_again = False
-        except SessionStoreUnavailable as e:
-            if not isinstance(e.__cause__, AutoReconnect):
-                raise
-            ended = self._call(delete, retry=False)
-            sent_again = True
+        ended: Document | None = self._call(
+            lambda: self.collection.find_one_and_delete(query, {"data": True}),
+            retry=True,
+        )
         if ended is not None:
             return ended
         moving: Document = {"_id": key, "user_id": user_id, "moving": {"$exists": True}}
@@ -742,14 +732,6 @@ class SessionStore:
         # successor.)
         moving = {**same_login, "moving": {"$exists": True}}
         live = self.revoke(moving, reason, now) > 0 or result.deleted_count > 0
-        if not live and sent_again:
-            # Nothing at all under its id (no tombstone to tell of a
-            # revocation): the first delete was this logout's, its reply lost.
-            left = self._call(
-                lambda: self.collection.find_one({"_id": key}, {"_id": True}),
-                retry=True,
-            )
-            live = left is None
         return {} if live else None
 
     # -- remember me -------------------------------------------------------
