@@ -10,6 +10,7 @@ import pytest
 from flask import session
 from flask_login import current_user
 from flask_login import login_user
+from flask_login import logout_user
 from pymongo.errors import AutoReconnect
 from pymongo.errors import DuplicateKeyError
 from pymongo.errors import NetworkTimeout
@@ -19,6 +20,7 @@ from conftest import stored
 from conftest import USERS
 from faults import FaultyCollection
 from single_session import logout_everywhere
+from single_session import revocation
 from single_session import SessionStoreUnavailable
 
 TRANSIENT = {
@@ -112,6 +114,33 @@ def test_logout_is_retried_once(app, faulty, transient):
     assert client.post("/logout").status_code == 200
 
     assert live(faulty, "alice") == []
+    assert client.get("/me").json["user"] is None
+
+
+def test_a_logout_that_finds_its_session_revoked_on_the_second_try_tells_why(
+    faulty, transient
+):
+    # The first try fails before it is applied; meanwhile another device
+    # revokes the session. The second try finds only its tombstone: the
+    # device is told why, as it would be without the failure.
+    app = make_app(faulty)
+
+    @app.post("/logout-after-revocation")
+    def logout_after_revocation():
+        state = app.extensions["single_session"]
+        state.store.revoke({"user_id": "alice"}, "logout_everywhere", state.now())
+        logout_user()
+        return "ok"
+
+    @app.get("/why")
+    def why():
+        revoked = revocation()
+        return {"why": None if revoked is None else revoked.reason}
+
+    client = login(app)
+    faulty.faults.plan("find_one_and_delete", transient())
+    assert client.post("/logout-after-revocation").status_code == 200
+    assert client.get("/why").json == {"why": "logout_everywhere"}
     assert client.get("/me").json["user"] is None
 
 
