@@ -783,7 +783,7 @@ def write_session(state: _State, session: ServerSession) -> None:
         return
     # Flask's cookie session serialises a permanent session whole on every
     # request with SESSION_REFRESH_EACH_REQUEST, which keeps a value changed in
-    # place without session.modified; so is it here.
+    # place without session.modified: this looks for such a change then too.
     refreshed = bool(dict.get(session, "_permanent")) and bool(
         state.config["SESSION_REFRESH_EACH_REQUEST"]
     )
