@@ -380,12 +380,20 @@ def test_module_function_needs_the_extension():
         logout_everywhere("alice")
 
 
-def test_login_outside_login_user_goes_through_the_policy(app, collection):
+def _with_set_user(app):
+    """A page that logs in by writing Flask-Login's key itself, as app code or
+    session_transaction() may (not through login_user())."""
+
     @app.post("/set-user/<name>")
     def set_user(name):
         session["_user_id"] = name
         return "ok"
 
+    return app
+
+
+def test_login_outside_login_user_goes_through_the_policy(app, collection):
+    _with_set_user(app)
     first, second = devices(app, 2)
     first.post("/login/alice")
     second.post("/set/cart", json=["pen"])
@@ -401,11 +409,7 @@ def test_switching_the_user_outside_login_user_binds_the_new_login(app, collecti
     # An admin's "switch user" written straight into Flask-Login's key, on a
     # device already logged in as someone else: the new login is bound in
     # the same request, so logout_everywhere reaches it at once.
-    @app.post("/set-user/<name>")
-    def set_user(name):
-        session["_user_id"] = name
-        return "ok"
-
+    _with_set_user(app)
     laptop = app.test_client()
     laptop.post("/login/alice")
     laptop.post("/set/cart", json=["pen"])
@@ -423,13 +427,7 @@ def test_switching_the_user_outside_login_user_binds_the_new_login(app, collecti
 
 
 def test_switching_to_a_user_with_no_place_left_is_dropped(collection, caplog):
-    app = make_app(collection, SINGLE_SESSION_ON_LIMIT="deny")
-
-    @app.post("/set-user/<name>")
-    def set_user(name):
-        session["_user_id"] = name
-        return "ok"
-
+    app = _with_set_user(make_app(collection, SINGLE_SESSION_ON_LIMIT="deny"))
     phone = app.test_client()
     phone.post("/login/bob")
     laptop = app.test_client()
@@ -443,13 +441,7 @@ def test_switching_to_a_user_with_no_place_left_is_dropped(collection, caplog):
 
 
 def test_unknown_or_refused_login_outside_login_user_is_dropped(collection, caplog):
-    app = make_app(collection, SINGLE_SESSION_ON_LIMIT="deny")
-
-    @app.post("/set-user/<name>")
-    def set_user(name):
-        session["_user_id"] = name
-        return "ok"
-
+    app = _with_set_user(make_app(collection, SINGLE_SESSION_ON_LIMIT="deny"))
     ghost = app.test_client()
     ghost.post("/set-user/nobody")
     assert who(ghost) is None
