@@ -922,10 +922,16 @@ def test_a_logout_keeps_what_another_tab_wrote_meanwhile(collection):
     }
 
 
-def _permanent_with_a_cart_of_int_keys(app):
+def _a_cart_of_int_keys(collection, *, logged_in=True):
+    """An app whose every request makes the session permanent (as many apps
+    do), and a browser whose cart (a dict with int keys) holds items 2 and
+    10, logged in as alice if ``logged_in``. Returns (app, browser, loaded,
+    go), the last two for a paused "laptop" request (see _meanwhile)."""
+    app = make_app(collection)
+
     @app.before_request
     def make_permanent():
-        session.permanent = True  # (as many apps do, on every request)
+        session.permanent = True
 
     @app.post("/cart-add/<int:item>")
     def cart_add(item):
@@ -933,41 +939,33 @@ def _permanent_with_a_cart_of_int_keys(app):
         session["cart"] = {**cart, item: 1}
         return "ok"
 
-    @app.get("/page")
-    def page():
-        return "ok"
+    loaded, go = _with_a_paused_laptop(app)
+    browser = app.test_client()
+    if logged_in:
+        browser.post("/login/alice")
+    browser.post("/cart-add/2")
+    browser.post("/cart-add/10")
+    return app, browser, loaded, go
 
 
 def test_a_dict_with_int_keys_is_no_change_when_it_comes_back_unchanged(collection):
     # Stored as JSON, its keys come back as strings, in another order: the
     # look for changes made in place must not take that for one (a write per
     # request, or a stale copy written over another tab's).
-    app = make_app(collection)
-    _permanent_with_a_cart_of_int_keys(app)
-    loaded, go = _with_a_paused_laptop(app)
-    browser = app.test_client()
-    browser.post("/login/alice")
-    browser.post("/cart-add/2")
-    browser.post("/cart-add/10")
+    _, browser, loaded, go = _a_cart_of_int_keys(collection)
     collection.reset()
-    assert browser.get("/page").status_code == 200
+    assert browser.get("/plain").status_code == 200
     assert [name for name, _ in collection.log] == ["find_one"]
     # A read-only page that loaded the cart before another tab changed it.
     page = _meanwhile(
-        loaded, go, lambda: browser.get("/page"), lambda: browser.post("/cart-add/7")
+        loaded, go, lambda: browser.get("/plain"), lambda: browser.post("/cart-add/7")
     )
     assert page.status_code == 200
     assert browser.get("/get/cart").json == {"value": {"2": 1, "10": 1, "7": 1}}
 
 
 def test_a_logout_carries_another_tabs_change_to_a_dict_with_int_keys(collection):
-    app = make_app(collection)
-    _permanent_with_a_cart_of_int_keys(app)
-    loaded, go = _with_a_paused_laptop(app)
-    browser = app.test_client()
-    browser.post("/login/alice")
-    browser.post("/cart-add/2")
-    browser.post("/cart-add/10")
+    _, browser, loaded, go = _a_cart_of_int_keys(collection)
     logout = _meanwhile(
         loaded, go, lambda: browser.post("/logout"), lambda: browser.post("/cart-add/7")
     )
@@ -976,32 +974,8 @@ def test_a_logout_carries_another_tabs_change_to_a_dict_with_int_keys(collection
     assert browser.get("/get/cart").json == {"value": {"2": 1, "10": 1, "7": 1}}
 
 
-def test_a_session_over_the_limit_is_read_when_the_app_sets_permanent(collection):
-    # Setting session.permanent on every request marks the session modified:
-    # with nothing changed, nothing is written and the size is not checked.
-    app = make_app(collection)
-    _permanent_with_a_cart_of_int_keys(app)
-    client = app.test_client()
-    client.post("/login/alice")
-    client.post("/cart-add/2")
-    client.post("/set/notes", json="x" * 3000)
-    app.config["SINGLE_SESSION_MAX_SIZE"] = 2000
-    collection.reset()
-    assert client.get("/me").json["user"] == "alice"
-    assert client.get("/page").status_code == 200
-    assert [name for name, _ in collection.log] == ["find_one", "find_one"]
-    with pytest.raises(SessionTooLarge):
-        client.post("/cart-add/3")
-    assert client.get("/get/cart").json == {"value": {"2": 1}}
-
-
 def test_a_login_carries_another_tabs_write_over_a_dict_with_int_keys(collection):
-    app = make_app(collection)
-    _permanent_with_a_cart_of_int_keys(app)
-    loaded, go = _with_a_paused_laptop(app)
-    browser = app.test_client()
-    browser.post("/cart-add/2")
-    browser.post("/cart-add/10")
+    _, browser, loaded, go = _a_cart_of_int_keys(collection, logged_in=False)
     login = _meanwhile(
         loaded,
         go,
@@ -1011,3 +985,53 @@ def test_a_login_carries_another_tabs_write_over_a_dict_with_int_keys(collection
     assert login.status_code == 200
     assert browser.get("/me").json["user"] == "alice"
     assert browser.get("/get/cart").json == {"value": "emptied in another tab"}
+
+
+def _read_over_a_lowered_limit(app, collection, client):
+    """Puts the logged-in client's session over a limit lowered since; pages
+    are still served, and read it without a write."""
+    client.post("/set/notes", json="x" * 3000)
+    app.config["SINGLE_SESSION_MAX_SIZE"] = 2000
+    collection.reset()
+    assert client.get("/me").json["user"] == "alice"
+    assert client.get("/plain").status_code == 200
+    assert [name for name, _ in collection.log] == ["find_one", "find_one"]
+
+
+def test_a_permanent_session_over_the_limit_still_serves_every_page(collection):
+    # A permanent session that holds a list is serialised again on every
+    # request (SESSION_REFRESH_EACH_REQUEST), to save a change made in place:
+    # over a limit lowered since it was stored, it is still read, and its size
+    # is checked only if it changed.
+    app = make_app(collection)
+
+    @app.post("/permanent")
+    def permanent():
+        session.permanent = True
+        return "ok"
+
+    @app.post("/add-in-place")
+    def add_in_place():
+        session["cart"].append("pear")
+        return "ok"
+
+    client = app.test_client()
+    client.post("/login/alice")
+    client.post("/set/cart", json=["apple"])
+    client.post("/permanent")
+    _read_over_a_lowered_limit(app, collection, client)
+    # A change in place is a write: over the limit, it fails as one.
+    before = stored(collection)
+    with pytest.raises(SessionTooLarge, match="SINGLE_SESSION_MAX_SIZE"):
+        client.post("/add-in-place")
+    assert stored(collection) == before
+
+
+def test_a_session_over_the_limit_is_read_when_the_app_sets_permanent(collection):
+    # Setting session.permanent on every request marks the session modified:
+    # with nothing changed, nothing is written and the size is not checked.
+    app, client, _, _ = _a_cart_of_int_keys(collection)
+    _read_over_a_lowered_limit(app, collection, client)
+    with pytest.raises(SessionTooLarge):
+        client.post("/cart-add/3")
+    assert client.get("/get/cart").json == {"value": {"2": 1, "10": 1}}
