@@ -769,13 +769,14 @@ class SessionStore:
         """Turn the live sessions that match ``query`` (which names a user) into
         tombstones; returns how many. Idempotent."""
         query = {**query, "revoked": {"$exists": False}}
+        # Field by field, not one "revoked" object: mongomock (which the docs
+        # suggest for app tests) gives every document an update_many changes
+        # the same object, so marking one tombstone as told would mark them all.
         update = {
             "$set": {
-                "revoked": {
-                    "reason": reason,
-                    "at": now,
-                    "user_id": query.get("user_id"),
-                }
+                "revoked.reason": reason,
+                "revoked.at": now,
+                "revoked.user_id": query.get("user_id"),
             },
             "$unset": _TOMBSTONE_UNSET,
         }

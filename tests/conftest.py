@@ -161,29 +161,6 @@ class UpdateRecorder:
         return update_one
 
 
-def _copy_set_values_as_mongodb_does() -> None:
-    """mongomock 4.3 gives every document an ``update_many`` changes the same
-    dict object for a ``$set`` value, so that a later change to one document
-    (a tombstone marked as told) shows in all of them; MongoDB stores a copy in
-    each. Copy dicts here, as mongomock already does for lists."""
-    import copy
-
-    import mongomock.collection as mongomock_collection
-
-    set_updater = mongomock_collection._set_updater
-    if getattr(set_updater, "copies_dicts", False):
-        return
-
-    def copying_set_updater(doc: t.Any, field_name: str, value: t.Any) -> t.Any:
-        if isinstance(value, dict):
-            value = copy.deepcopy(value)
-        return set_updater(doc, field_name, value)
-
-    copying_set_updater.copies_dicts = True  # type: ignore[attr-defined]
-    mongomock_collection._set_updater = copying_set_updater
-    mongomock_collection._updaters["$set"] = copying_set_updater
-
-
 @pytest.fixture
 def raw_collection() -> t.Iterator[t.Any]:
     name = f"sessions_{uuid.uuid4().hex[:12]}"
@@ -195,7 +172,6 @@ def raw_collection() -> t.Iterator[t.Any]:
     else:
         import mongomock
 
-        _copy_set_values_as_mongodb_does()
         client = mongomock.MongoClient()
         db = client.single_session_test
     collection = db[name]
