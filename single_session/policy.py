@@ -31,6 +31,7 @@ from .sessions import holds_place
 from .sessions import insert_new
 from .sessions import is_moving
 from .sessions import lifetime_cutoffs
+from .sessions import LOGGED_OUT
 from .sessions import LOGIN_KEYS
 from .sessions import new_document
 from .sessions import ServerSession
@@ -162,11 +163,15 @@ def bind(
             ended_meanwhile = (
                 ended_meanwhile or finished is None or "revoked" in finished
             )
-            if rotating and finished is not None and "revoked" in finished:
+            revoked = finished.get("revoked") if finished is not None else None
+            reason = revoked.get("reason") if isinstance(revoked, dict) else None
+            if revoked is not None and (rotating or reason == LOGGED_OUT):
                 # The same login under a new id: it ends for the same reason,
-                # and its device, sent the new id, is told why.
-                revoked = finished["revoked"]
-                reason = revoked.get("reason") if isinstance(revoked, dict) else None
+                # and its device, sent the new id, is told why. A new sign-in
+                # of the same user stands against anything else that came in
+                # between (as if it came after), but not against a logout in
+                # another tab of this browser: the browser may end up with
+                # that tab's cookie, and nothing would hold the new session.
                 store.revoke(
                     {"_id": document["_id"], "user_id": user_id},
                     reason if isinstance(reason, str) else REVOKED,
@@ -328,10 +333,11 @@ def _admit(
         for d in store.user_sessions(user_id, now, ["slot_key", *_PLACE_FIELDS])
         if holds_place(state, d, now)
     }
-    for slot in range(limit):
-        slot_key = f"{slot}:{user_id}"
-        if slot_key in held:
-            continue
+    # The free slots first; then, once each, those the read found held: their
+    # sessions may have ended since (a logout elsewhere while this login
+    # waited), and only the insert itself tells.
+    slots = [f"{slot}:{user_id}" for slot in range(limit)]
+    for slot_key in sorted(slots, key=lambda slot_key: slot_key in held):
         document["slot_key"] = slot_key
         for attempt in range(2):
             try:
@@ -339,8 +345,12 @@ def _admit(
             except DuplicateKeyError:
                 # Taken by a concurrent login, or by a session that expired and
                 # is not purged yet: free the latter and try once more.
-                if attempt == 0 and store.release_dead_slot(
-                    slot_key, now, lifetime_cutoffs(state, now)
+                if (
+                    attempt == 0
+                    and slot_key not in held
+                    and store.release_dead_slot(
+                        slot_key, now, lifetime_cutoffs(state, now)
+                    )
                 ):
                     continue
                 break

@@ -222,3 +222,27 @@ def test_deny_a_login_taking_the_place_of_a_session_getting_a_new_id(raw_collect
     assert laptop.get("/me").json["user"] is None
     assert phone.get("/me").json["user"] == "alice"
     assert len(stored(raw_collection, user_id="alice")) == 1
+
+
+def test_deny_admits_a_login_whose_read_of_the_slots_went_stale(raw_collection):
+    # A login read its user's sessions while one held slot 1 (of 2); that
+    # session logged out and another login took slot 0 before this one's
+    # insert. A place was free all along: it gets in.
+    app = make_app(
+        raw_collection, SINGLE_SESSION_ON_LIMIT="deny", SINGLE_SESSION_MAX_SESSIONS=2
+    )
+    first, second, third, late = (app.test_client() for _ in range(4))
+    first.post("/login/alice")
+    second.post("/login/alice")
+    first.post("/logout")  # second holds slot 1, slot 0 is free
+    store = app.extensions["single_session"].store
+    entered, release = _pause_after(store, "user_sessions")
+    thread, out = _in_thread(lambda: late.post("/login/alice"))
+    assert entered.wait(10)
+    second.post("/logout")
+    assert third.post("/login/alice").status_code == 200  # takes slot 0
+    release.set()
+    thread.join(10)
+    assert out["result"].status_code == 200
+    assert late.get("/me").json["user"] == "alice"
+    assert len(stored(raw_collection, user_id="alice")) == 2

@@ -625,6 +625,45 @@ def test_a_logout_while_its_login_moves_again_leaves_no_login_behind(raw_collect
     assert app.test_client().post("/login/alice").status_code == 200
 
 
+def test_a_logout_while_the_same_user_logs_in_again_leaves_no_login_behind(
+    raw_collection,
+):
+    # A tab loaded the session and logs out while another tab of the browser
+    # signs the same user in again: the logout reaches the session being
+    # moved, and the new login ends with it, whichever response comes last
+    # (the browser may keep the logout's cookie: nothing would hold the new
+    # session, which under "deny" would lock the user out).
+    app = make_app(raw_collection, SINGLE_SESSION_ON_LIMIT="deny")
+    loaded, go = threading.Event(), threading.Event()
+
+    @app.post("/logout-when-told")
+    def logout_when_told() -> t.Any:
+        loaded.set()
+        assert go.wait(10)
+        logout_user()
+        return {"ok": True}
+
+    browser = app.test_client()
+    browser.post("/login/alice")
+    tab = app.test_client()
+    tab.set_cookie("session", browser.get_cookie("session").value)
+    tab_request = threading.Thread(target=lambda: tab.post("/logout-when-told"))
+    tab_request.start()
+    assert loaded.wait(10)
+
+    def the_tab_logs_out() -> None:
+        go.set()
+        tab_request.join(10)
+
+    after(app.extensions["single_session"].store, "take", the_tab_logs_out)
+    assert browser.post("/login/alice").status_code == 200
+    assert not tab_request.is_alive()
+    assert stored(raw_collection, user_id="alice", revoked={"$exists": False}) == []
+    assert browser.get("/me").json["user"] is None
+    assert tab.get("/me").json["user"] is None
+    assert app.test_client().post("/login/alice").status_code == 200
+
+
 def test_deny_logout_others_that_loses_its_place_to_a_login(raw_collection):
     # Under "deny", a login from elsewhere, waiting to be admitted, takes the
     # place logout_others frees for a moment by moving the session: that login
