@@ -186,15 +186,27 @@ def bind(
         raise
     for other in others:
         try:
-            removed = store.remove(other["_id"])
+            if isinstance(other.get("user_id"), str):
+                # Another user's login on this device ends as a logout would
+                # end it: followed to its newest id if another tab of the
+                # browser is moving it (a restore), not deleted under that
+                # move, whose successor nothing would hold.
+                store.end(
+                    other["_id"],
+                    other["user_id"],
+                    now,
+                    LOGGED_OUT,
+                    login_id=login_of(other),
+                )
+            else:
+                removed = store.remove(other["_id"])
+                if other is own:
+                    last = removed
         except SessionStoreUnavailable:
             # The login is done (and may have evicted a device for it): do not
             # fail it now. The old session is only left over: its cookie is
             # replaced, and it expires on its own.
             logger.warning("single_session could not delete a replaced session")
-        else:
-            if other is own:
-                last = removed
     if (
         last is not None
         and "revoked" not in last

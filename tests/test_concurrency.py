@@ -246,3 +246,50 @@ def test_deny_admits_a_login_whose_read_of_the_slots_went_stale(raw_collection):
     assert out["result"].status_code == 200
     assert late.get("/me").json["user"] == "alice"
     assert len(stored(raw_collection, user_id="alice")) == 2
+
+
+def test_another_users_login_ends_a_restore_running_in_another_tab(raw_collection):
+    # A browser restarts: one tab restores alice's remembered login while
+    # another signs bob in, which replaces that login. Bob's login reaches it
+    # while it moves to a new id: the restore ends, and no login of alice is
+    # left for no device to hold (under "deny", her only place).
+    app = make_app(raw_collection, SINGLE_SESSION_ON_LIMIT="deny")
+    browser = app.test_client()
+    browser.post("/login/alice?remember=1")
+    browser.delete_cookie("session")
+    store = app.extensions["single_session"].store
+    entered, release = _pause_after(store, "take_remembered")
+    thread, out = _in_thread(lambda: browser.get("/me"))
+    assert entered.wait(10)
+    assert browser.post("/login/bob").json["user"] == "bob"
+    release.set()
+    thread.join(10)
+    assert out["result"].json["user"] is None
+    assert browser.get("/me").json["user"] == "bob"
+    assert browser.get_cookie("remember_token") is None
+    assert stored(raw_collection, user_id="alice", revoked={"$exists": False}) == []
+    assert app.test_client().post("/login/alice").status_code == 200
+
+
+def test_another_users_login_ends_a_login_restored_since_it_began(raw_collection):
+    # The same, the other way round: bob's login found alice's remembered
+    # login, then the other tab restored it under a new id before bob's login
+    # replaced it. The restored login ends all the same.
+    app = make_app(raw_collection, SINGLE_SESSION_ON_LIMIT="deny")
+    browser = app.test_client()
+    browser.post("/login/alice?remember=1")
+    browser.delete_cookie("session")
+    tab = app.test_client()
+    tab.set_cookie("remember_token", browser.get_cookie("remember_token").value)
+    store = app.extensions["single_session"].store
+    entered, release = _pause_after(store, "find_remembered")
+    thread, out = _in_thread(lambda: browser.post("/login/bob"))
+    assert entered.wait(10)
+    assert tab.get("/me").json["user"] == "alice"
+    release.set()
+    thread.join(10)
+    assert out["result"].json["user"] == "bob"
+    assert browser.get("/me").json["user"] == "bob"
+    assert tab.get("/me").json["user"] is None
+    assert stored(raw_collection, user_id="alice", revoked={"$exists": False}) == []
+    assert app.test_client().post("/login/alice").status_code == 200
