@@ -500,7 +500,9 @@ class SingleSession:
             "handle": str(handle),
             "purge_at": {"$gt": state.now()},
         }
-        ended = state.store.revoke(query, policy.REVOKED, state.now()) == 1
+        # (Two while the device's session moves to a new id: the handle goes
+        # with it.)
+        ended = state.store.revoke(query, policy.REVOKED, state.now()) > 0
         session = _current_session()
         document = session.document if session is not None else None
         if (

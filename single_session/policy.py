@@ -59,20 +59,20 @@ def bind(
     login_at: datetime | None = None,
     remember: dict[str, t.Any] | None = None,
     replaces: dict[str, t.Any] | None = None,
-    moving_id: str | None = None,
-    login_id: str | None = None,
+    moving: dict[str, t.Any] | None = None,
     rotating: bool = False,
 ) -> bool:
     """Store ``session`` (which already holds Flask-Login's keys) under a new id,
     bound to ``user_id``, and apply the policy. Raises :exc:`LoginDenied`; the
     session then keeps its old id and the user's other sessions are untouched.
     ``replaces`` is the login the device's remember-me cookie holds, not
-    restored in this request: the new login ends it. ``moving_id`` is a session
-    the caller is moving to this new one (a remember-me restore): the policy
-    does not count it, and ``login_id`` is its login's. With ``rotating`` (the
-    same login under a new id, no new sign-in), nothing is stored if the
-    current session cannot be taken, and under "evict" no other session is
-    evicted (``logout_others``, which rotates, ends them itself). Returns
+    restored in this request: the new login ends it. ``moving`` is a session
+    the caller took to move it to this new one (a remember-me restore): the
+    policy does not count it, and the new one keeps its login and handle.
+    With ``rotating`` (the same login under a new id, no new sign-in),
+    nothing is stored if the current session cannot be taken, and under
+    "evict" no other session is evicted (``logout_others``, which rotates,
+    ends them itself). Returns
     whether a replaced login of the same user was revoked (or had ended) by
     the time this one was admitted."""
     store = state.store
@@ -124,15 +124,20 @@ def bind(
     others = [d for d in replaced if d.get("user_id") != user_id]
     if rotating and ended_meanwhile:
         return True
-    if taken or moving_id:
+    predecessor = taken[0] if taken else moving
+    document["login_id"] = secrets.token_hex(8)
+    if predecessor is not None:
         # Lets the policy count the pair as one session while both exist.
-        document["moved_from"] = taken[0]["_id"] if taken else moving_id
-    # The same login of the same browser keeps its id across new session ids
-    # (logout_others, a restore, the same user logging in again), so that a
-    # logout in a tab that still has an old one ends the newest.
-    # (A session stored before login ids lends its own _id.)
-    inherited = login_of(taken[0]) if taken else login_id
-    document["login_id"] = inherited or secrets.token_hex(8)
+        document["moved_from"] = predecessor["_id"]
+        # The same login of the same browser keeps its id across new session
+        # ids (logout_others, a restore, the same user logging in again), so
+        # that a logout in a tab that still has an old one ends the newest;
+        # and its handle, so that "sign out that device" on a list shown
+        # before the move still reaches it. (A session stored before login
+        # ids lends its own _id.)
+        document["login_id"] = login_of(predecessor)
+        if isinstance(predecessor.get("handle"), str):
+            document["handle"] = predecessor["handle"]
 
     try:
         sid = _admit(
@@ -141,7 +146,7 @@ def bind(
             user_id,
             None if rotating and state.on_limit() == "evict" else state.limit_for(user),
             now,
-            {d["_id"] for d in taken} | ({moving_id} if moving_id else set()),
+            {d["_id"] for d in ([*taken, moving] if moving else taken)},
         )
     except BaseException as e:
         # Refused, or the database failed half-way: take back the new session

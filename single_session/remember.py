@@ -31,7 +31,6 @@ from flask_login.utils import encode_cookie
 from .exceptions import LoginDenied
 from .exceptions import SessionStoreUnavailable
 from .policy import bind
-from .policy import login_of
 from .policy import REMEMBER_TOKEN_REUSED
 from .policy import take_back
 from .sessions import aware
@@ -206,8 +205,7 @@ def restore(
             user_id,
             login_at=aware(login_at) if isinstance(login_at, datetime) else None,
             remember=stored,
-            moving_id=taken["_id"],
-            login_id=login_of(taken),
+            moving=taken,
         )
     except LoginDenied:
         store.finish_move(taken)

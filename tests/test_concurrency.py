@@ -293,3 +293,28 @@ def test_another_users_login_ends_a_login_restored_since_it_began(raw_collection
     assert tab.get("/me").json["user"] is None
     assert stored(raw_collection, user_id="alice", revoked={"$exists": False}) == []
     assert app.test_client().post("/login/alice").status_code == 200
+
+
+def test_revoke_by_handle_reaches_a_device_while_it_restores(raw_collection):
+    # "Sign out" on a devices page lands while the phone's restarted browser
+    # restores its login: the old session and the new one (stored, not yet
+    # handed over) have the same handle, and both end.
+    app = make_app(raw_collection, SINGLE_SESSION_MAX_SESSIONS=None)
+    ext = app.extensions["test_ext"]
+    phone = app.test_client()
+    phone.post("/login/alice?remember=1")
+    app.test_client().post("/login/alice")
+    with app.app_context():
+        (listed,) = [s for s in ext.sessions_of("alice") if s.remembered]
+    phone.delete_cookie("session")
+    store = app.extensions["single_session"].store
+    entered, release = _pause_after(store, "insert")
+    thread, out = _in_thread(lambda: phone.get("/me"))
+    assert entered.wait(10)
+    with app.app_context():
+        assert ext.revoke("alice", listed.handle) is True
+    release.set()
+    thread.join(10)
+    assert out["result"].json["user"] is None
+    assert phone.get("/me").json["user"] is None
+    assert len(stored(raw_collection, user_id="alice")) == 1  # the other device

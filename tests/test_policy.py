@@ -340,6 +340,41 @@ def test_sessions_of_and_revoke_one_device(collection):
     assert who(laptop) == "alice"
 
 
+@pytest.mark.parametrize("move", ["restore", "logout_others", "login_again"])
+def test_a_device_keeps_its_handle_when_its_session_gets_a_new_id(collection, move):
+    # A devices page listed the phone; then its session got a new id (its
+    # browser restarted and restored the login, it logged out the others, or
+    # it signed in again). "Sign out" on that list still reaches it.
+    app = make_app(collection, SINGLE_SESSION_MAX_SESSIONS=None)
+    ext = app.extensions["test_ext"]
+
+    @app.post("/logout-others")
+    def logout_others():
+        return {"ended": ext.logout_others(current_user)}
+
+    phone, laptop = app.test_client(), app.test_client()
+    phone.post("/login/alice?remember=1")
+    laptop.post("/login/alice")
+    with app.app_context():
+        (listed,) = [s for s in ext.sessions_of("alice") if s.remembered]
+    before = session_cookie(phone)
+    if move == "restore":
+        phone.delete_cookie("session")
+        assert who(phone) == "alice"
+    elif move == "logout_others":
+        assert phone.post("/logout-others").json == {"ended": 1}
+    else:
+        assert phone.post("/login/alice?remember=1").status_code == 200
+    assert session_cookie(phone) != before
+    with app.app_context():
+        handles = [s.handle for s in ext.sessions_of("alice") if s.remembered]
+        assert handles == [listed.handle]
+        assert ext.revoke("alice", listed.handle) is True
+    assert who(phone) is None
+    phone.delete_cookie("session")
+    assert who(phone) is None  # its remember-me went too
+
+
 def test_revoke_cannot_reach_another_users_session(collection):
     app = make_app(collection)
     ext = app.extensions["test_ext"]
