@@ -416,7 +416,7 @@ class ServerSessionInterface(SessionInterface):
             max_age = int(state.idle_lifetime().total_seconds())
             data = state.flash_cookie.loads(app, value, max_age)
             if data is None:
-                return _stale_session()
+                return _unverified()
             session = self.session_class(data)
             session.had_cookie = True
             # (A copy: flash() appends to the session's list in place.)
@@ -431,7 +431,7 @@ class ServerSessionInterface(SessionInterface):
         ids = signer.unsign(value)
         if ids is None:
             # A bad signature costs no database query.
-            return _stale_session()
+            return _unverified()
         sid = ids[0]
         key = hash_id(sid)
         # The request's first database calls, made before its session exists:
@@ -675,6 +675,16 @@ def later(value: t.Any, delta: timedelta) -> datetime | None:
         return aware(value) + delta
     except OverflowError:
         return None  # (a date the library never wrote)
+
+
+def _unverified() -> ServerSession:
+    """A fresh anonymous session for a request whose cookie this app cannot
+    verify (signed with a key it does not know, expired, tampered with). As
+    with Flask's cookie session, the cookie is left as it is unless the
+    session gets contents: during a ``SECRET_KEY`` rotation a worker that does
+    not know the new key yet, or another app under the same cookie name,
+    must not sign the browser out by being visited."""
+    return ServerSession()
 
 
 def _stale_session(budget: RequestBudget | None = None) -> ServerSession:

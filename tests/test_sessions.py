@@ -503,6 +503,26 @@ def test_tampered_and_other_salt_cookies(app, collection):
         assert collection.ops() == []
 
 
+@pytest.mark.parametrize("cookie_session", [False, True])
+def test_a_cookie_signed_with_an_unknown_key_is_left_alone(collection, cookie_session):
+    # A rolling deploy that rotates SECRET_KEY: a worker that does not know the
+    # new key yet sees the cookie as unsigned. Visiting it must not sign the
+    # browser out; a write there starts a new session, as with Flask's own.
+    new = make_app(collection, cookie_session=cookie_session)
+    new.config.update(SECRET_KEY="new key", SECRET_KEY_FALLBACKS=["test secret"])
+    old = make_app(collection, cookie_session=cookie_session)
+    browser = new.test_client()
+    browser.post("/login/alice")
+    on_old = old.test_client()
+    on_old.set_cookie("session", browser.get_cookie("session").value)
+    response = on_old.get("/me")
+    assert response.json["user"] is None
+    assert response.headers.getlist("Set-Cookie") == []
+    assert browser.get("/me").json["user"] == "alice"
+    assert on_old.post("/set/x", json=1).headers.getlist("Set-Cookie") != []
+    assert on_old.get("/get/x").json == {"value": 1}
+
+
 def test_unstorable_value_names_the_key_and_keeps_the_session(app, collection):
     @app.post("/bad")
     def bad():
