@@ -25,13 +25,16 @@ from flask import current_app
 from flask import has_app_context
 from flask.json.provider import DefaultJSONProvider
 from flask.json.tag import TaggedJSONSerializer
+from flask.sessions import session_json_serializer
 
 from .exceptions import SessionDataError
 from .exceptions import SessionTooLarge
 
-_serializer = TaggedJSONSerializer()
-#: The keys of Flask's tagged values (``" t"``, ``" d"``...).
-_TAG_KEYS = frozenset(_serializer.tags)
+#: Flask's session serializer, the cookie session's: the tags an app registers
+#: on it (``app.session_interface.serializer.register(...)``, as Flask
+#: documents) apply here too.
+_serializer = session_json_serializer
+_FLASK_TAG_COUNT = len(TaggedJSONSerializer.default_tags)
 #: Types Flask's tagger passes through as they are (exact types: a subclass
 #: such as Markup may be tagged).
 _UNTAGGED = frozenset({str, int, float, bool, type(None)})
@@ -85,6 +88,13 @@ def unescape_key(field: str) -> str:
     return unquote(field, errors="surrogatepass")
 
 
+def _flask_tags_only() -> bool:
+    """Whether the serializer has Flask's own tags alone (an app that
+    registers its own, at any place in the order, gets them tried on every
+    value, as Flask's cookie session tries them)."""
+    return len(_serializer.order) == _FLASK_TAG_COUNT
+
+
 def _tag(value: t.Any) -> t.Any:
     """What Flask's ``TaggedJSONSerializer.tag`` returns, without trying each of
     its eight tags on every string and number (most of the cost of a write):
@@ -92,7 +102,7 @@ def _tag(value: t.Any) -> t.Any:
     cls = type(value)
     if cls in _UNTAGGED:
         return value
-    if cls is dict and not (len(value) == 1 and next(iter(value)) in _TAG_KEYS):
+    if cls is dict and not (len(value) == 1 and next(iter(value)) in _serializer.tags):
         return {k: _tag(v) for k, v in value.items()}
     if cls is list:
         return [_tag(v) for v in value]
@@ -101,7 +111,8 @@ def _tag(value: t.Any) -> t.Any:
 
 def dump_value(key: str, value: t.Any) -> str:
     try:
-        return _encoder.encode(_tag(value))
+        tagged = _tag(value) if _flask_tags_only() else _serializer.tag(value)
+        return _encoder.encode(tagged)
     # RecursionError: a value nested too deeply (or one that contains itself).
     except (TypeError, ValueError, OverflowError, RecursionError) as e:
         raise SessionDataError(
@@ -226,13 +237,14 @@ def load_data(stored: t.Mapping[str, t.Any]) -> tuple[dict[str, t.Any], Entries]
     # a JSON value, joined into one array (join raises TypeError for a text
     # that is not a string). The standard library parses JSON as the app's
     # provider would; untag restores Flask's tagged types, as the cookie
-    # session does. Every tag key starts with a space, so without a quote
-    # followed by a space there is no tagged value and no object to look at.
+    # session does. Every key of Flask's tags starts with a space, so without
+    # a quote followed by a space there is no tagged value to look at.
     text = "[" + ",".join(texts) + "]"
     if not text.isascii():
         raise ValueError("a stored session value is not ASCII JSON")
+    tagged = '" ' in text or not _flask_tags_only()
     try:
-        values = (_decoder if '" ' in text else _plain_decoder).decode(text)
+        values = (_decoder if tagged else _plain_decoder).decode(text)
     except (ValueError, RecursionError):
         raise
     except Exception as e:

@@ -23,6 +23,7 @@ from datetime import timedelta
 from datetime import timezone
 
 from flask.globals import request_ctx
+from flask.sessions import session_json_serializer
 from flask.sessions import SessionInterface
 from flask.sessions import SessionMixin
 from werkzeug.datastructures import CallbackDict
@@ -366,6 +367,10 @@ class ServerSessionInterface(SessionInterface):
     """Flask's session interface, backed by the app's :class:`SingleSession`."""
 
     session_class = ServerSession
+    #: Flask's session serializer, as on Flask's cookie session interface: a
+    #: tag registered on it (``app.session_interface.serializer.register``)
+    #: stores and loads the app's own types here too.
+    serializer = session_json_serializer
 
     def __init__(self, state: _State) -> None:
         self.state = state

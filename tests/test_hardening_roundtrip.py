@@ -11,9 +11,11 @@ from datetime import datetime
 from datetime import timedelta
 from datetime import timezone
 
+import pytest
 from flask import Flask
 from flask import session
 from flask.json.provider import DefaultJSONProvider
+from flask.json.tag import JSONTag
 from flask.json.tag import TaggedJSONSerializer
 from hypothesis import example
 from hypothesis import given
@@ -195,3 +197,69 @@ def test_the_apps_json_provider_gives_other_types_their_form(collection):
 
     assert cycle(make_app(collection)) == cycle(make_app(None, cookie_session=True))
     assert cycle(make_app(collection)) == {"value": [1.0, 2.0]}
+
+
+class TagSet(JSONTag):
+    """An app's own session type, registered as Flask documents it."""
+
+    __slots__ = ()
+    key = " set"
+
+    def check(self, value: t.Any) -> bool:
+        return isinstance(value, set)
+
+    def to_json(self, value: t.Any) -> t.Any:
+        return sorted(value)
+
+    def to_python(self, value: t.Any) -> t.Any:
+        return set(value)
+
+
+class TagPoint(JSONTag):
+    """One whose key does not start with a space, and which claims a plain
+    list of two numbers (a tag placed first sees every value)."""
+
+    __slots__ = ()
+    key = "point"
+
+    def check(self, value: t.Any) -> bool:
+        return type(value) is list and len(value) == 2
+
+    def to_json(self, value: t.Any) -> t.Any:
+        return {"x": value[0], "y": value[1]}
+
+    def to_python(self, value: t.Any) -> t.Any:
+        return (value["x"], value["y"])
+
+
+@pytest.mark.parametrize("tag", [TagSet, TagPoint])
+@pytest.mark.parametrize("index", [0, None])
+def test_the_apps_own_session_tags_work_as_with_flask(collection, tag, index):
+    value = {1, 2, 3} if tag is TagSet else [4, 5]
+    results = []
+    ours = make_app(collection)
+    serializer = ours.session_interface.serializer
+    tags, order = dict(serializer.tags), list(serializer.order)
+    serializer.register(tag, index=index)
+    try:
+        for app in (ours, make_app(None, cookie_session=True)):
+
+            @app.post("/put")
+            def put() -> str:
+                session["v"] = value
+                session["plain"] = [1, "a"]
+                return "ok"
+
+            @app.get("/take")
+            def take() -> str:
+                return repr((session.get("v"), session.get("plain")))
+
+            client = app.test_client()
+            assert client.post("/put").status_code == 200
+            results.append(client.get("/take").data)
+    finally:
+        serializer.tags.clear()
+        serializer.tags.update(tags)
+        serializer.order[:] = order
+    assert results[0] == results[1]
+    assert results[0] != repr((None, None)).encode()
