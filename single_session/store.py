@@ -215,13 +215,19 @@ def _index_in_the_way(
 
 
 def _index_conflict(
-    collection: Collection[Document], other: str, name: str, detail: t.Any
+    collection: Collection[Document],
+    other: str,
+    name: str,
+    keys: list[tuple[str, int]],
+    options: dict[str, t.Any],
+    detail: str,
 ) -> IndexConflict:
+    wanted = {"key": keys, **options}
     return IndexConflict(
         f"The collection {collection.full_name!r} has an index {other!r} that is"
-        f" in the way of the index {name!r} single_session needs ({detail})."
-        f" Drop it with db.{collection.name}.dropIndex({other!r}) and run"
-        " 'flask single-session create-indexes'."
+        f" in the way of the index {name!r} single_session needs ({wanted});"
+        f" {detail}. Drop it with db.{collection.name}.dropIndex({other!r}) and"
+        " run 'flask single-session create-indexes'."
     )
 
 
@@ -359,7 +365,14 @@ class SessionStore:
         for name, keys, options in wanted:
             other = _index_in_the_way(existing, name, keys, options)
             if other is not None:
-                raise _index_conflict(collection, other, name, existing[other])
+                raise _index_conflict(
+                    collection,
+                    other,
+                    name,
+                    keys,
+                    options,
+                    f"the one there is {existing[other]}",
+                )
             if name in existing:
                 continue  # there, as it should be
             try:
@@ -381,7 +394,14 @@ class SessionStore:
             except OperationFailure as e:
                 if e.code in _INDEX_CONFLICT_CODES:
                     detail = (e.details or {}).get("errmsg", e)
-                    raise _index_conflict(collection, name, name, detail) from e
+                    raise _index_conflict(
+                        collection,
+                        name,
+                        name,
+                        keys,
+                        options,
+                        f"the server says: {detail}",
+                    ) from e
                 if e.code == 11000:  # a unique index over duplicate values
                     field = keys[0][0]
                     raise IndexConflict(

@@ -54,6 +54,14 @@ def test_conflicting_index_is_a_clear_error(raw_collection, keys, options, to_dr
     assert f"dropIndex({to_drop!r})" in message
     assert "create-indexes" in message
     assert stored(raw_collection) == []
+    # It shows the index the library needs and, apart, the one that is there.
+    (name, wanted_keys, wanted_options) = next(
+        index for index in INDEXES if index[1][0] == keys[0]
+    )
+    needed, there = message.split(" single_session needs ", 1)[1].split("; the one")
+    assert needed.startswith(f"({{'key': {wanted_keys!r}")
+    assert all(f"{k!r}: {v!r}" in needed for k, v in wanted_options.items())
+    assert all(f"{k!r}: {v!r}" in there for k, v in options.items() if k != "name")
 
 
 @pytest.mark.parametrize(
