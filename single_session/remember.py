@@ -31,9 +31,11 @@ from flask_login.utils import encode_cookie
 from .exceptions import LoginDenied
 from .exceptions import SessionStoreUnavailable
 from .policy import bind
+from .policy import login_of
 from .policy import REMEMBER_TOKEN_REUSED
 from .policy import take_back
 from .sessions import aware
+from .sessions import LOGGED_OUT
 from .sessions import LOGIN_KEYS
 from .sessions import MAX_REMEMBER_LIFETIME
 from .sessions import remember_problem
@@ -174,6 +176,12 @@ def restore(
     login_manager = app.login_manager  # type: ignore[attr-defined]
     user = state.load_user(user_id)
     if user is None:
+        # A user the app no longer knows: the remember-me ends, on the device
+        # and on the server, where it would otherwise count as a remembered
+        # device (under "deny", holding a place) until it expired.
+        store.end(
+            document["_id"], user_id, now, LOGGED_OUT, login_id=login_of(document)
+        )
         session.remember_cookie = "delete"
         return
     taken = store.take_remembered(document["_id"], remembered["token"], now)

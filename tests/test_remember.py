@@ -240,6 +240,24 @@ def test_flask_logins_own_cookie_is_not_honoured_behind_a_dead_login(app):
         USERS["carol"] = carol
 
 
+def test_a_remember_me_of_a_user_who_no_longer_loads_ends_on_the_server(collection):
+    # The account was disabled for a moment when the device came back: its
+    # remember-me cookie is deleted, and the server-side remember-me ends with
+    # it (under "deny" it would keep the user's only place for a year).
+    app = make_app(collection, SINGLE_SESSION_ON_LIMIT="deny")
+    device = app.test_client()
+    device.post("/login/carol?remember=1")
+    app.extensions["single_session"].clock.advance(days=40)  # the session idled out
+    carol = USERS.pop("carol")
+    try:
+        assert who(device)["user"] is None
+        assert device.get_cookie("remember_token") is None
+    finally:
+        USERS["carol"] = carol
+    assert stored(collection, user_id="carol") == []
+    assert device.post("/login/carol").status_code == 200
+
+
 def test_a_restore_refused_by_the_policy_is_not_read_by_flask_login(collection):
     # Under "deny", a remembered device whose place went to others is refused;
     # Flask-Login must not then read this library's cookie as its own (it would
