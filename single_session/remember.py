@@ -147,7 +147,9 @@ def restore(
         return
     token_hash = hash_id(token)
     if not same_hash(str(remembered.get("token")), token_hash):
-        if _just_replaced(remembered, token_hash, now):
+        # (Counted from when this request came in, not from now: its cookie
+        # was sent then, and a slow view may ask for the user much later.)
+        if _just_replaced(remembered, token_hash, session.remember_sent_at or now):
             return
         logger.warning(
             "single_session: a remember-me token was used after it was rotated;"

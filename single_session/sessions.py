@@ -129,6 +129,9 @@ class ServerSession(CallbackDict, SessionMixin):  # type: ignore[type-arg]
     remember_cookie: t.Any = None
     #: The request carries a remember-me cookie that may restore a login.
     remember_pending = False
+    #: When the request with that cookie came in (the restore happens later,
+    #: when the request first asks for the user).
+    remember_sent_at: datetime | None = None
     #: The time this request's database calls have taken so far.
     budget: RequestBudget
     #: A login is being bound by the extension itself (not by the app).
@@ -399,6 +402,8 @@ class ServerSessionInterface(SessionInterface):
             session.remember_pending = (
                 session.unavailable is None and not session.frozen
             )
+            if session.remember_pending:
+                session.remember_sent_at = state.now()
             if session.revoked_remember is not None and _same_series(
                 state, cookie, session.revoked_remember
             ):

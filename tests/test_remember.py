@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 
 import pytest
@@ -143,6 +144,34 @@ def test_parallel_restores_of_one_browser_are_not_theft(app, collection):
     ]
     assert who(tab1)["user"] == "alice"
     assert "revoked" not in stored(collection)[0]
+
+
+def test_a_slow_request_of_the_browser_is_not_theft(app, clock, collection):
+    # Two tabs load at once after a restart, both with the old token. One
+    # restores; the other's view asks for the user only 40 s later (after
+    # slow work). Its cookie was sent before the rotation: not a thief.
+    arrived, go_on = threading.Event(), threading.Event()
+
+    @app.get("/slow-report")
+    def slow_report():
+        arrived.set()
+        assert go_on.wait(10)
+        return {"user": current_user.get_id()}
+
+    tab1 = app.test_client()
+    tab1.post("/login/alice?remember=1")
+    tab2 = app.test_client()
+    tab2.set_cookie("remember_token", remember_cookie(tab1))
+    restart_browser(tab1)
+    thread = threading.Thread(target=lambda: tab2.get("/slow-report"))
+    thread.start()
+    assert arrived.wait(10)
+    assert who(tab1)["user"] == "alice"  # rotates
+    clock.advance(seconds=40)
+    go_on.set()
+    thread.join(10)
+    assert not [d for d in stored(collection) if "revoked" in d]
+    assert who(tab1)["user"] == "alice"
 
 
 def test_a_device_signed_out_by_a_later_login_cannot_come_back(app):
