@@ -448,7 +448,8 @@ class SingleSession:
         user_id = _user_id(user)
         session = _current_session()
         current_key = session.key if session is not None else None
-        infos = []
+        infos: list[SessionInfo] = []
+        by_handle: dict[str, int] = {}
         fields = [
             "handle",
             "created_at",
@@ -474,18 +475,25 @@ class SingleSession:
             if not isinstance(device, dict):
                 device = {}
             ip, user_agent = device.get("ip"), device.get("user_agent")
-            infos.append(
-                SessionInfo(
-                    handle=str(document.get("handle")),
-                    created_at=created_at,
-                    login_at=login_at if isinstance(login_at, datetime) else None,
-                    last_seen=seen_at,
-                    ip=ip if isinstance(ip, str) else None,
-                    user_agent=user_agent if isinstance(user_agent, str) else None,
-                    current=document["_id"] == current_key,
-                    remembered=is_remembered(document, now),
-                )
+            info = SessionInfo(
+                handle=str(document.get("handle")),
+                created_at=created_at,
+                login_at=login_at if isinstance(login_at, datetime) else None,
+                last_seen=seen_at,
+                ip=ip if isinstance(ip, str) else None,
+                user_agent=user_agent if isinstance(user_agent, str) else None,
+                current=document["_id"] == current_key,
+                remembered=is_remembered(document, now),
             )
+            # One row per handle, the device's: a move that failed half-way
+            # in an outage may leave its new session beside the old one (see
+            # take_back), under the same handle.
+            seen = by_handle.get(info.handle)
+            if seen is None:
+                by_handle[info.handle] = len(infos)
+                infos.append(info)
+            elif info.current:
+                infos[seen] = info
         return infos
 
     def revoke(self, user: t.Any, handle: str) -> bool:

@@ -59,22 +59,21 @@ def bind(
     login_at: datetime | None = None,
     remember: dict[str, t.Any] | None = None,
     replaces: dict[str, t.Any] | None = None,
-    moving: dict[str, t.Any] | None = None,
+    moving_from: dict[str, t.Any] | None = None,
     rotating: bool = False,
 ) -> bool:
     """Store ``session`` (which already holds Flask-Login's keys) under a new id,
     bound to ``user_id``, and apply the policy. Raises :exc:`LoginDenied`; the
     session then keeps its old id and the user's other sessions are untouched.
     ``replaces`` is the login the device's remember-me cookie holds, not
-    restored in this request: the new login ends it. ``moving`` is a session
-    the caller took to move it to this new one (a remember-me restore): the
-    policy does not count it, and the new one keeps its login and handle.
-    With ``rotating`` (the same login under a new id, no new sign-in),
-    nothing is stored if the current session cannot be taken, and under
-    "evict" no other session is evicted (``logout_others``, which rotates,
-    ends them itself). Returns
-    whether a replaced login of the same user was revoked (or had ended) by
-    the time this one was admitted."""
+    restored in this request: the new login ends it. ``moving_from`` is a
+    session the caller took to move it to this new one (a remember-me
+    restore): the policy does not count it, and the new one keeps its login
+    and handle. With ``rotating`` (the same login under a new id, no new
+    sign-in), nothing is stored if the current session cannot be taken, and
+    under "evict" no other session is evicted (``logout_others``, which
+    rotates, ends them itself). Returns whether a replaced login of the same
+    user was revoked (or had ended) by the time this one was admitted."""
     store = state.store
     now = state.now()
     # What this request last saw stored: another request's writes since then
@@ -124,7 +123,7 @@ def bind(
     others = [d for d in replaced if d.get("user_id") != user_id]
     if rotating and ended_meanwhile:
         return True
-    predecessor = taken[0] if taken else moving
+    predecessor = taken[0] if taken else moving_from
     document["login_id"] = secrets.token_hex(8)
     if predecessor is not None:
         # Lets the policy count the pair as one session while both exist.
@@ -146,7 +145,7 @@ def bind(
             user_id,
             None if rotating and state.on_limit() == "evict" else state.limit_for(user),
             now,
-            {d["_id"] for d in ([*taken, moving] if moving else taken)},
+            {d["_id"] for d in ([*taken, moving_from] if moving_from else taken)},
         )
     except BaseException as e:
         # Refused, or the database failed half-way: take back the new session

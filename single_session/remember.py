@@ -215,7 +215,7 @@ def restore(
             user_id,
             login_at=aware(login_at) if isinstance(login_at, datetime) else None,
             remember=stored,
-            moving=taken,
+            moving_from=taken,
         )
     except LoginDenied:
         store.finish_move(taken)

@@ -23,6 +23,7 @@ from datetime import timedelta
 from datetime import timezone
 
 from flask.globals import request_ctx
+from flask.json.tag import TaggedJSONSerializer
 from flask.sessions import session_json_serializer
 from flask.sessions import SessionInterface
 from flask.sessions import SessionMixin
@@ -116,8 +117,11 @@ class ServerSession(CallbackDict, SessionMixin):  # type: ignore[type-arg]
     revoked_remember: str | None = None
     #: Set when the database failed while this session was loaded or saved.
     unavailable: SessionStoreUnavailable | None = None
-    #: The request came with a session cookie (ours or not).
+    #: The request came with a session cookie this app verified.
     had_cookie = False
+    #: The request came with one it cannot verify: left as it is, unless the
+    #: app empties the session (as Flask's cookie session then deletes it).
+    unverified_cookie = False
     #: The session id the request's cookie carried, and that cookie's value.
     cookie: tuple[str, str] | None = None
     #: The stored session was permanent when the request began.
@@ -370,10 +374,24 @@ class ServerSessionInterface(SessionInterface):
     """Flask's session interface, backed by the app's :class:`SingleSession`."""
 
     session_class = ServerSession
-    #: Flask's session serializer, as on Flask's cookie session interface: a
-    #: tag registered on it (``app.session_interface.serializer.register``)
-    #: stores and loads the app's own types here too.
-    serializer = session_json_serializer
+
+    @property
+    def serializer(self) -> TaggedJSONSerializer:
+        """Flask's session serializer, the one of Flask's cookie session
+        interface: a tag registered on it (``serializer.register``, as Flask
+        documents) stores and loads the app's own types here too."""
+        return session_json_serializer
+
+    @serializer.setter
+    def serializer(self, value: t.Any) -> None:
+        # (Every stored value goes through the shared one: a replacement would
+        # be ignored, silently.)
+        raise TypeError(
+            "single_session stores sessions with Flask's session serializer:"
+            " register the app's own tags on it"
+            " (app.session_interface.serializer.register(...)) rather than"
+            " replacing it."
+        )
 
     def __init__(self, state: _State) -> None:
         self.state = state
@@ -536,7 +554,8 @@ class ServerSessionInterface(SessionInterface):
                 return False
             signer, value = None, session.flash_cookie
         elif session.sid is None:
-            if not session.had_cookie or session.leave_cookie:
+            cleared = session.unverified_cookie and session.modified
+            if not (session.had_cookie or cleared) or session.leave_cookie:
                 return False  # no cookie, or one left to a parallel request
             signer = value = None
         else:
@@ -694,7 +713,9 @@ def _unverified() -> ServerSession:
     session gets contents: during a ``SECRET_KEY`` rotation a worker that does
     not know the new key yet, or another app under the same cookie name,
     must not sign the browser out by being visited."""
-    return ServerSession()
+    session = ServerSession()
+    session.unverified_cookie = True
+    return session
 
 
 def _stale_session(budget: RequestBudget | None = None) -> ServerSession:

@@ -1049,6 +1049,17 @@ def test_a_login_that_cannot_be_taken_back_in_an_outage_is_logged(
     # session, held by no device, stays until it expires (under "deny",
     # holding the user's place). The operator is told.
     app = make_app(faulty)
+    ext = app.extensions["test_ext"]
+
+    @app.get("/devices")
+    def devices() -> t.Any:
+        return {"handles": [s.handle for s in ext.sessions_of(current_user)]}
+
+    @app.post("/sign-out-this-device")
+    def sign_out_this_device() -> t.Any:
+        (handle,) = [s.handle for s in ext.sessions_of(current_user) if s.current]
+        return {"ok": ext.revoke(current_user, handle)}
+
     laptop = app.test_client()
     laptop.post("/login/alice")
     faulty.faults.plan("find_one_and_delete", transient(), transient())
@@ -1056,6 +1067,12 @@ def test_a_login_that_cannot_be_taken_back_in_an_outage_is_logged(
     assert laptop.post("/login/alice").status_code == 503
     assert "could not take back a session stored by a login" in caplog.text
     assert len(stored(raw_collection, user_id="alice")) == 2
+    # Both have the device's handle: the list shows the device once (the
+    # session its cookie holds), and signing it out ends both.
+    assert len(laptop.get("/devices").json["handles"]) == 1
+    assert laptop.post("/sign-out-this-device").json == {"ok": True}
+    assert stored(raw_collection, user_id="alice") == []
+    assert laptop.get("/me").json["user"] is None
 
 
 def test_a_logout_in_another_tab_during_logout_others_sticks(raw_collection):

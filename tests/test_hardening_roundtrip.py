@@ -17,6 +17,7 @@ from flask import session
 from flask.json.provider import DefaultJSONProvider
 from flask.json.tag import JSONTag
 from flask.json.tag import TaggedJSONSerializer
+from flask.sessions import session_json_serializer
 from hypothesis import example
 from hypothesis import given
 from hypothesis import HealthCheck
@@ -263,3 +264,12 @@ def test_the_apps_own_session_tags_work_as_with_flask(collection, tag, index):
         serializer.order[:] = order
     assert results[0] == results[1]
     assert results[0] != repr((None, None)).encode()
+
+
+def test_replacing_the_serializer_is_a_clear_error(collection):
+    # Every stored value goes through Flask's shared session serializer: a
+    # replacement, which Flask's cookie session would use, would be ignored.
+    app = make_app(collection)
+    with pytest.raises(TypeError, match="register the app's own tags"):
+        app.session_interface.serializer = TaggedJSONSerializer()
+    assert app.session_interface.serializer is session_json_serializer

@@ -511,6 +511,12 @@ def test_a_cookie_signed_with_an_unknown_key_is_left_alone(collection, cookie_se
     new = make_app(collection, cookie_session=cookie_session)
     new.config.update(SECRET_KEY="new key", SECRET_KEY_FALLBACKS=["test secret"])
     old = make_app(collection, cookie_session=cookie_session)
+
+    @old.post("/clear")
+    def clear() -> str:
+        session.clear()
+        return "ok"
+
     browser = new.test_client()
     browser.post("/login/alice")
     on_old = old.test_client()
@@ -519,6 +525,10 @@ def test_a_cookie_signed_with_an_unknown_key_is_left_alone(collection, cookie_se
     assert response.json["user"] is None
     assert response.headers.getlist("Set-Cookie") == []
     assert browser.get("/me").json["user"] == "alice"
+    # A view that empties the session deletes it (a logout by clearing).
+    (deleted,) = on_old.post("/clear").headers.getlist("Set-Cookie")
+    assert deleted.startswith("session=;")
+    on_old.set_cookie("session", browser.get_cookie("session").value)
     assert on_old.post("/set/x", json=1).headers.getlist("Set-Cookie") != []
     assert on_old.get("/get/x").json == {"value": 1}
 
