@@ -203,7 +203,12 @@ def restore(
         now,
         remembered.get("seconds"),
         series=series,
-        expires_at=aware(remembered["expires_at"]),
+        # With REMEMBER_COOKIE_REFRESH_EACH_REQUEST a restore, as any response,
+        # pushes the expiry forward (Flask-Login's restore does too); without,
+        # it keeps the one the login set.
+        expires_at=None
+        if state.refresh_remember()
+        else aware(remembered["expires_at"]),
         previous=token_hash,
     )
     login_at = document.get("login_at")

@@ -338,6 +338,24 @@ def test_refresh_each_request_keeps_our_value(collection):
     assert header.startswith(f"remember_token={value};")
 
 
+def test_refresh_each_request_pushes_the_expiry_on_a_restore(collection):
+    # One page a day, the browser closed in between, a one-day remember-me
+    # refreshed on each request: each restore pushes the expiry forward on
+    # the server too (as Flask-Login's restore does for its cookie).
+    app = make_app(
+        collection,
+        REMEMBER_COOKIE_REFRESH_EACH_REQUEST=True,
+        REMEMBER_COOKIE_DURATION=timedelta(days=1),
+    )
+    clock = app.extensions["single_session"].clock
+    client = app.test_client()
+    client.post("/login/alice?remember=1")
+    for _ in range(3):
+        clock.advance(hours=20)
+        restart_browser(client)
+        assert who(client)["user"] == "alice"
+
+
 def test_remember_cookie_settings_and_duration(collection):
     app = make_app(
         collection,
