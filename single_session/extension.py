@@ -675,13 +675,17 @@ def _rotate(
             and not is_moving(current, login_at)
             and not past_lifetime(state, current, login_at)
         )
+    # (A new token: copies of the device's cookie made before no longer work.)
+    renewed = remember.renewed(
+        state.app, state, document.get("remember"), login_at, request
+    )
     revoked = policy.bind(
         state,
         session,
         user,
         document["user_id"],
         login_at=login_at,
-        remember=document.get("remember"),
+        remember=document.get("remember") if renewed is None else renewed[0],
         rotating=True,
     )
     if session.frozen:
@@ -697,6 +701,9 @@ def _rotate(
             return False
         logout_user()  # revoked or ended meanwhile (the new session too)
         return False
+    if renewed is not None:
+        stored, value = renewed
+        session.remember_cookie = ("set", value, stored["expires_at"])
     return True
 
 

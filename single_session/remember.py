@@ -111,6 +111,46 @@ def new_remember(
     return stored, encode_cookie(signer.sign(series, token))
 
 
+def renewed(
+    app: Flask,
+    state: _State,
+    remembered: t.Any,
+    now: datetime,
+    request: Request,
+) -> tuple[dict[str, t.Any], str] | None:
+    """For a session getting a new id by ``logout_others`` (after a password
+    change, say): its remember-me with a new token in the same series, and the
+    cookie for it, if this request holds the current token. A copy of the
+    cookie made before then restores nothing: used later, it is taken for a
+    stolen one (see :func:`restore`), as after a restore's rotation."""
+    if not isinstance(remembered, dict):
+        return None
+    ids = state.remember_ids(request.cookies.get(cookie_name(app), ""))
+    if ids is None:
+        return None
+    series, token = ids
+    token_hash = hash_id(token)
+    if not (
+        same_hash(str(remembered.get("series")), hash_id(series))
+        and same_hash(str(remembered.get("token")), token_hash)
+    ):
+        return None
+    expires_at = remembered.get("expires_at")
+    return new_remember(
+        app,
+        state,
+        now,
+        remembered.get("seconds"),
+        series=series,
+        expires_at=(
+            aware(expires_at)
+            if isinstance(expires_at, datetime) and not state.refresh_remember()
+            else None
+        ),
+        previous=token_hash,
+    )
+
+
 def restore(
     app: Flask, state: _State, session: ServerSession, request: Request
 ) -> None:

@@ -174,6 +174,34 @@ def test_a_slow_request_of_the_browser_is_not_theft(app, clock, collection):
     assert who(tab1)["user"] == "alice"
 
 
+def test_logout_others_gives_the_device_a_new_token(app, clock, collection):
+    # After a password change: a copy of the device's remember-me cookie made
+    # before logout_others restores nothing, while the device's own cookie,
+    # sent again with a new token, keeps working.
+    ext = app.extensions["test_ext"]
+
+    @app.post("/password-changed")
+    def password_changed():
+        return {"ended": ext.logout_others(current_user)}
+
+    phone = app.test_client()
+    phone.post("/login/alice?remember=1")
+    copy = remember_cookie(phone)
+    assert phone.post("/password-changed").status_code == 200
+    assert remember_cookie(phone) != copy
+    thief = app.test_client()
+    thief.set_cookie("remember_token", copy)
+    assert who(thief)["user"] is None  # (within 30 s: taken for another tab)
+    restart_browser(phone)
+    assert who(phone)["user"] == "alice"
+    # Later, the copy is taken for a stolen cookie: the device is signed out
+    # too, and told why (the user signs in again).
+    clock.advance(seconds=31)
+    assert who(thief)["user"] is None
+    assert who(phone)["user"] is None
+    assert not [d for d in stored(collection) if "revoked" not in d]
+
+
 def test_a_device_signed_out_by_a_later_login_cannot_come_back(app):
     phone = app.test_client()
     phone.post("/login/alice?remember=1")
