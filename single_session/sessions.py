@@ -710,9 +710,10 @@ def _unverified() -> ServerSession:
     """A fresh anonymous session for a request whose cookie this app cannot
     verify (signed with a key it does not know, expired, tampered with). As
     with Flask's cookie session, the cookie is left as it is unless the
-    session gets contents: during a ``SECRET_KEY`` rotation a worker that does
-    not know the new key yet, or another app under the same cookie name,
-    must not sign the browser out by being visited."""
+    session gets contents (a new cookie) or the view empties it (deleted):
+    during a ``SECRET_KEY`` rotation a worker that does not know the new key
+    yet, or another app under the same cookie name, must not sign the
+    browser out by being visited."""
     session = ServerSession()
     session.unverified_cookie = True
     return session
