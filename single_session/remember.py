@@ -26,6 +26,7 @@ from datetime import timezone
 
 from flask import g
 from flask_login.signals import user_loaded_from_cookie
+from flask_login.utils import decode_cookie
 from flask_login.utils import encode_cookie
 
 from .exceptions import LoginDenied
@@ -158,10 +159,13 @@ def restore(
     session.remember_pending = False
     ids = state.remember_ids(request.cookies.get(cookie_name(app), ""))
     if ids is None:
-        # Not ours: garbage, or Flask-Login's own user-id cookie. The "clear"
-        # that open_session left in the session makes Flask-Login ignore it;
-        # the response deletes it.
-        session.remember_cookie = "delete"
+        # Not ours. The "clear" that open_session left in the session makes
+        # Flask-Login ignore it. Flask-Login's own user-id cookie (from before
+        # the library) is deleted; one this app cannot verify at all (signed
+        # with a key it does not know yet, in a rolling SECRET_KEY rotation)
+        # is left as it is, as Flask-Login leaves it.
+        if decode_cookie(request.cookies.get(cookie_name(app), "")) is not None:
+            session.remember_cookie = "delete"
         return
     series, token = ids
     store = state.store
