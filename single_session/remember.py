@@ -32,11 +32,9 @@ from flask_login.utils import encode_cookie
 from .exceptions import LoginDenied
 from .exceptions import SessionStoreUnavailable
 from .policy import bind
-from .policy import login_of
 from .policy import REMEMBER_TOKEN_REUSED
 from .policy import take_back
 from .sessions import aware
-from .sessions import LOGGED_OUT
 from .sessions import LOGIN_KEYS
 from .sessions import MAX_REMEMBER_LIFETIME
 from .sessions import remember_problem
@@ -136,6 +134,12 @@ def renewed(
         and same_hash(str(remembered.get("token")), token_hash)
     ):
         return None
+    rotated_at = remembered.get("rotated_at")
+    if isinstance(rotated_at, datetime) and now - aware(rotated_at) < ROTATION_GRACE:
+        # Rotated moments ago (a restore): a copy made before holds an older
+        # token already, and a parallel request of this browser that still
+        # holds that one would be taken for a thief after a second rotation.
+        return None
     expires_at = remembered.get("expires_at")
     return new_remember(
         app,
@@ -225,9 +229,7 @@ def restore(
         # A user the app no longer knows: the remember-me ends, on the device
         # and on the server, where it would otherwise count as a remembered
         # device (under "deny", holding a place) until it expired.
-        store.end(
-            document["_id"], user_id, now, LOGGED_OUT, login_id=login_of(document)
-        )
+        store.forget(document["_id"], remembered["token"])
         session.remember_cookie = "delete"
         return
     taken = store.take_remembered(document["_id"], remembered["token"], now)

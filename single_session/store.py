@@ -756,6 +756,18 @@ class SessionStore:
 
     # -- remember me -------------------------------------------------------
 
+    def forget(self, key: str, token: str) -> None:
+        """Delete the remembered session ``key`` while ``token`` (a hash) is
+        still its current token and nothing moves or revoked it: a request
+        ends the remember-me it found, not one another tab has restored since."""
+        query = {
+            "_id": key,
+            "remember.token": token,
+            "revoked": {"$exists": False},
+            "moving": {"$exists": False},
+        }
+        self._call(lambda: self.collection.delete_one(query), retry=True)
+
     def find_remembered(self, series: str, now: datetime) -> Document | None:
         query = {
             "remember.series": series,

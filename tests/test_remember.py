@@ -202,6 +202,41 @@ def test_logout_others_gives_the_device_a_new_token(app, clock, collection):
     assert not [d for d in stored(collection) if "revoked" not in d]
 
 
+def test_logout_others_right_after_a_restore_keeps_the_grace(app, clock, collection):
+    # After a browser restart one tab restores (a new token) and the user
+    # logs out the other devices at once, while a second tab's slow request,
+    # sent with the token before the restore, has yet to ask for the user.
+    # That tab is no thief: logout_others does not rotate the token again.
+    ext = app.extensions["test_ext"]
+    arrived, go_on = threading.Event(), threading.Event()
+
+    @app.post("/logout-others")
+    def logout_others():
+        return {"ended": ext.logout_others(current_user)}
+
+    @app.get("/slow-report")
+    def slow_report():
+        arrived.set()
+        assert go_on.wait(10)
+        return {"user": current_user.get_id()}
+
+    tab1 = app.test_client()
+    tab1.post("/login/alice?remember=1")
+    tab2 = app.test_client()
+    tab2.set_cookie("remember_token", remember_cookie(tab1))
+    restart_browser(tab1)
+    thread = threading.Thread(target=lambda: tab2.get("/slow-report"))
+    thread.start()
+    assert arrived.wait(10)
+    assert who(tab1)["user"] == "alice"  # restores: a new token
+    assert tab1.post("/logout-others").status_code == 200
+    clock.advance(seconds=5)
+    go_on.set()
+    thread.join(10)
+    assert not [d for d in stored(collection) if "revoked" in d]
+    assert who(tab1)["user"] == "alice"
+
+
 def test_a_device_signed_out_by_a_later_login_cannot_come_back(app):
     phone = app.test_client()
     phone.post("/login/alice?remember=1")
@@ -313,6 +348,46 @@ def test_a_remember_me_of_a_user_who_no_longer_loads_ends_on_the_server(collecti
         USERS["carol"] = carol
     assert stored(collection, user_id="carol") == []
     assert device.post("/login/carol").status_code == 200
+
+
+def test_a_user_who_fails_to_load_in_one_tab_keeps_another_tabs_restore(collection):
+    # After a browser restart two tabs restore at once; the user_loader fails
+    # for a moment in the second, which found the remember-me before the
+    # first restored it. What the first restored stands.
+    app = make_app(collection)
+    login_manager = app.login_manager
+    load_user, failing = login_manager._user_callback, threading.Event()
+    login_manager._user_callback = lambda user_id: (
+        None if failing.is_set() else load_user(user_id)
+    )
+    tab1 = app.test_client()
+    tab1.post("/login/alice?remember=1")
+    tab2 = app.test_client()
+    tab2.set_cookie("remember_token", remember_cookie(tab1))
+    restart_browser(tab1)
+    store = app.extensions["single_session"].store
+    found, go_on = threading.Event(), threading.Event()
+    find_remembered = store.find_remembered
+
+    def paused(*args, **kwargs):
+        result = find_remembered(*args, **kwargs)
+        store.find_remembered = find_remembered
+        found.set()
+        assert go_on.wait(10)
+        return result
+
+    store.find_remembered = paused
+    out = {}
+    thread = threading.Thread(target=lambda: out.update(r=tab2.get("/me")))
+    thread.start()
+    assert found.wait(10)
+    assert who(tab1)["user"] == "alice"  # restores meanwhile
+    failing.set()
+    go_on.set()
+    thread.join(10)
+    failing.clear()
+    assert out["r"].json["user"] is None
+    assert who(tab1)["user"] == "alice"
 
 
 def test_a_restore_refused_by_the_policy_is_not_read_by_flask_login(collection):
