@@ -156,6 +156,15 @@ def renewed(
     )
 
 
+def _flask_logins_own(value: str) -> bool:
+    """Whether a remember cookie is Flask-Login's own user-id cookie, signed
+    with this app's key."""
+    try:
+        return decode_cookie(value) is not None
+    except (TypeError, ValueError):  # (not ASCII: its digest cannot be compared)
+        return False
+
+
 def restore(
     app: Flask, state: _State, session: ServerSession, request: Request
 ) -> None:
@@ -168,7 +177,7 @@ def restore(
         # the library) is deleted; one this app cannot verify at all (signed
         # with a key it does not know yet, in a rolling SECRET_KEY rotation)
         # is left as it is, as Flask-Login leaves it.
-        if decode_cookie(request.cookies.get(cookie_name(app), "")) is not None:
+        if _flask_logins_own(request.cookies.get(cookie_name(app), "")):
             session.remember_cookie = "delete"
         return
     series, token = ids

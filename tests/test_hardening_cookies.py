@@ -105,6 +105,7 @@ def test_any_remember_cookie_is_refused_without_a_query(app, collection, value, 
 
 @fuzz
 @given(session=cookie_values, remember=cookie_values)
+@example(session="", remember="|\x80")  # shaped as Flask-Login's, not ASCII
 def test_both_cookies_at_once_cost_nothing(app, collection, session, remember):
     collection.reset()
     r = send(app, "/me", f"session={session}; remember_token={remember}")

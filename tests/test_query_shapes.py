@@ -34,6 +34,7 @@ from pymongo.errors import AutoReconnect
 from conftest import CountingCollection
 from conftest import make_app
 from conftest import stored
+from conftest import USERS
 from faults import Faults
 from faults import FaultyCollection
 from indexes import INDEXED_FIELDS
@@ -290,6 +291,19 @@ def remember_me(collection: CountingCollection) -> None:
     assert _who(c) is None  # the device was revoked with its token: told why
     c.post("/login/alice?remember=1")
     c.post("/logout")  # a remembered login ends
+
+
+@path
+def remember_me_of_a_user_who_no_longer_loads(collection: CountingCollection) -> None:
+    app = _app(collection)
+    c = app.test_client()
+    c.post("/login/carol?remember=1")
+    c.delete_cookie("session")  # the browser restarts
+    carol = USERS.pop("carol")  # while the account is disabled
+    try:
+        assert _who(c) is None
+    finally:
+        USERS["carol"] = carol
 
 
 @path
