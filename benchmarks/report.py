@@ -18,9 +18,8 @@ the number and kind of operations per request (each one is a round trip) and
 their shape (every filter single_session sends has an equality on an indexed
 field; the test suite checks this after every test, on every call the library
 made). The "outside the store" table leaves mongomock out: it is the cost of each
-library's own code plus Flask, Flask-Login and the test client (the same for
-every backend). Set `MONGODB_URI` to run the same benchmark against a real
-server."""
+library's own code plus Flask and Flask-Login (the same for every backend).
+Set `MONGODB_URI` to run the same benchmark against a real server."""
 
 NOTES = """\
 Notes on the comparison. Flask-Session 0.8 runs with its defaults: its cookie
@@ -113,7 +112,10 @@ def markdown(data: dict[str, t.Any], level: int = 2) -> str:
         " app on each backend, driven through Flask's test client;"
         f" {s['rounds']} rounds of {s['requests_per_round']} requests of each kind,"
         " the backends interleaved. Times are µs per request: median"
-        " (25th–75th percentile).",
+        " (25th–75th percentile), timed around the app's WSGI callable (Flask,"
+        " Flask-Login and the session layer), without the test client's own work"
+        " (building the request, reading the response and its cookies), which a"
+        " browser does in production.",
         "",
     ]
 
@@ -199,8 +201,8 @@ def markdown(data: dict[str, t.Any], level: int = 2) -> str:
     out += [
         "",
         '"In store": median µs inside the collection calls (reading cursors'
-        ' included). "Outside": the rest of the request, i.e. the session'
-        " library's own code plus Flask, Flask-Login and the test client.",
+        ' included). "Outside": the rest of the handling of the request by the'
+        " app, i.e. the session library's own code plus Flask and Flask-Login.",
         "",
     ]
 
