@@ -325,7 +325,7 @@ class SingleSession:
         user_accessed.connect(_on_user_accessed, app)
         user_logged_in.connect(_on_user_logged_in, app)
         user_loaded_from_cookie.connect(_on_user_logged_in, app)
-        user_logged_out.connect(_on_login_ended, app)
+        user_logged_out.connect(_on_logged_out, app)
         session_protected.connect(_on_login_ended, app)
 
         from .cli import single_session_cli
@@ -934,6 +934,21 @@ def _on_user_logged_in(app: Flask, user: t.Any = None, **extra: t.Any) -> None:
         # A duration of zero or less: Flask-Login would set a cookie that
         # expires at once, which drops the device's remember-me; so here.
         session.remember_cookie = "delete"
+
+
+def _on_logged_out(app: Flask, **extra: t.Any) -> None:
+    session = _current_session()
+    if session is not None and session.unverified_cookie:
+        # A logout on a worker that cannot verify the browser's cookies (one
+        # that does not know the new key yet, in a rolling SECRET_KEY
+        # rotation): they go, as Flask's cookie session and Flask-Login
+        # delete theirs. The session they name is not ended: nothing that
+        # cannot be verified costs a query.
+        session.logged_out = True
+        if remember.cookie_name(app) in request.cookies:
+            session.remember_cookie = "delete"
+        return
+    _on_login_ended(app, **extra)
 
 
 def _on_login_ended(app: Flask, **extra: t.Any) -> None:

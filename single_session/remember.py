@@ -238,7 +238,7 @@ def restore(
         # A user the app no longer knows: the remember-me ends, on the device
         # and on the server, where it would otherwise count as a remembered
         # device (under "deny", holding a place) until it expired.
-        store.forget(document["_id"], remembered["token"])
+        store.forget(document["_id"], remembered["token"], now)
         session.remember_cookie = "delete"
         return
     taken = store.take_remembered(document["_id"], remembered["token"], now)

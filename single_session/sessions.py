@@ -120,8 +120,11 @@ class ServerSession(CallbackDict, SessionMixin):  # type: ignore[type-arg]
     #: The request came with a session cookie this app verified.
     had_cookie = False
     #: The request came with one it cannot verify: left as it is, unless the
-    #: app clears the session (as Flask's cookie session then deletes it).
+    #: app clears the session or logs out (as Flask's cookie session then
+    #: deletes it).
     unverified_cookie = False
+    #: ``logout_user()`` was called in this request.
+    logged_out = False
     #: The session id the request's cookie carried, and that cookie's value.
     cookie: tuple[str, str] | None = None
     #: The stored session was permanent when the request began.
@@ -556,7 +559,9 @@ class ServerSessionInterface(SessionInterface):
         elif session.sid is None:
             # (Cleared by the app, not merely modified: Flask-Login's own
             # after_request pops the marker open_session left for it.)
-            cleared = session.unverified_cookie and session.cleared
+            cleared = session.unverified_cookie and (
+                session.cleared or session.logged_out
+            )
             if not (session.had_cookie or cleared) or session.leave_cookie:
                 return False  # no cookie, or one left to a parallel request
             signer = value = None
@@ -712,10 +717,10 @@ def _unverified() -> ServerSession:
     """A fresh anonymous session for a request whose cookie this app cannot
     verify (signed with a key it does not know, expired, tampered with). As
     with Flask's cookie session, the cookie is left as it is unless the
-    session gets contents (a new cookie) or the view clears it (deleted):
-    during a ``SECRET_KEY`` rotation a worker that does not know the new key
-    yet, or another app under the same cookie name, must not sign the
-    browser out by being visited."""
+    session gets contents (a new cookie), or the view clears it or logs out
+    (deleted): during a ``SECRET_KEY`` rotation a worker that does not know
+    the new key yet, or another app under the same cookie name, must not
+    sign the browser out by being visited."""
     session = ServerSession()
     session.unverified_cookie = True
     return session

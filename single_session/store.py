@@ -756,15 +756,16 @@ class SessionStore:
 
     # -- remember me -------------------------------------------------------
 
-    def forget(self, key: str, token: str) -> None:
+    def forget(self, key: str, token: str, now: datetime) -> None:
         """Delete the remembered session ``key`` while ``token`` (a hash) is
-        still its current token and nothing moves or revoked it: a request
-        ends the remember-me it found, not one another tab has restored since."""
+        still its current token and nothing moves (see :func:`_not_moving`) or
+        revoked it: a request ends the remember-me it found, not one another
+        tab has restored since."""
         query = {
             "_id": key,
             "remember.token": token,
             "revoked": {"$exists": False},
-            "moving": {"$exists": False},
+            "$or": _not_moving(now),
         }
         self._call(lambda: self.collection.delete_one(query), retry=True)
 

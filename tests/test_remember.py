@@ -332,14 +332,24 @@ def test_flask_logins_own_cookie_is_not_honoured_behind_a_dead_login(app):
         USERS["carol"] = carol
 
 
-def test_a_remember_me_of_a_user_who_no_longer_loads_ends_on_the_server(collection):
+@pytest.mark.parametrize("left_moving", [False, True])
+def test_a_remember_me_of_a_user_who_no_longer_loads_ends_on_the_server(
+    collection, left_moving
+):
     # The account was disabled for a moment when the device came back: its
     # remember-me cookie is deleted, and the server-side remember-me ends with
-    # it (under "deny" it would keep the user's only place for a year).
+    # it (under "deny" it would keep the user's only place for a year). Also
+    # when a restore that died half-way long ago left it marked as moving.
     app = make_app(collection, SINGLE_SESSION_ON_LIMIT="deny")
+    clock = app.extensions["single_session"].clock
     device = app.test_client()
     device.post("/login/carol?remember=1")
-    app.extensions["single_session"].clock.advance(days=40)  # the session idled out
+    clock.advance(days=40)  # the session idled out
+    if left_moving:
+        collection._inner.update_one(
+            {"user_id": "carol"},
+            {"$set": {"moving": clock() - timedelta(hours=1), "move_id": "dead"}},
+        )
     carol = USERS.pop("carol")
     try:
         assert who(device)["user"] is None

@@ -537,6 +537,13 @@ def test_a_cookie_signed_with_an_unknown_key_is_left_alone(collection, cookie_se
     # A view that empties the session deletes it (a logout by clearing).
     (deleted,) = on_old.post("/clear").headers.getlist("Set-Cookie")
     assert deleted.startswith("session=;")
+    # So does a logout, the remember-me cookie with it (the browser asked to
+    # be signed out, whichever worker got the request).
+    on_old.set_cookie("session", browser.get_cookie("session").value)
+    on_old.set_cookie("remember_token", browser.get_cookie("remember_token").value)
+    deleted = on_old.post("/logout").headers.getlist("Set-Cookie")
+    assert sorted(h.split("=", 1)[0] for h in deleted) == ["remember_token", "session"]
+    assert all("Max-Age=0" in h for h in deleted)
     on_old.set_cookie("session", browser.get_cookie("session").value)
     assert on_old.post("/set/x", json=1).headers.getlist("Set-Cookie") != []
     assert on_old.get("/get/x").json == {"value": 1}
