@@ -134,6 +134,7 @@ class _State:
         self.remember_signer = SignerCache("single_session.remember", parts=2)
         #: The clock. Tests replace it to move time forward.
         self.clock: t.Callable[[], datetime] = lambda: datetime.now(timezone.utc)
+        self._touch_interval: tuple[tuple[t.Any, ...], timedelta] | None = None
 
     def now(self) -> datetime:
         # BSON keeps milliseconds; so does everything compared with it.
@@ -155,11 +156,20 @@ class _State:
         )
 
     def touch_interval(self) -> timedelta:
-        value = self.config["SINGLE_SESSION_TOUCH_INTERVAL"]
-        interval = duration("SINGLE_SESSION_TOUCH_INTERVAL", value, zero=True)
+        # (Read on every request: worked out again only when a setting changes.)
+        settings = (
+            self.config["SINGLE_SESSION_TOUCH_INTERVAL"],
+            self.config["PERMANENT_SESSION_LIFETIME"],
+        )
+        cached = self._touch_interval
+        if cached is not None and cached[0] == settings:
+            return cached[1]
+        interval = duration("SINGLE_SESSION_TOUCH_INTERVAL", settings[0], zero=True)
         # At most half the idle lifetime: a longer one would let a session in
         # use, whose contents do not change, expire.
-        return min(interval, self.idle_lifetime() / 2)
+        interval = min(interval, self.idle_lifetime() / 2)
+        self._touch_interval = (settings, interval)
+        return interval
 
     def max_size(self) -> int | None:
         size: int | None = self.config["SINGLE_SESSION_MAX_SIZE"]

@@ -415,7 +415,10 @@ class ServerSessionInterface(SessionInterface):
         # extension restores logins from its own per-device token when the
         # request first asks for the user.
         remember_name = app.config.get("REMEMBER_COOKIE_NAME", "remember_token")
-        cookie = request.cookies.get(remember_name)
+        cookies = request.cookies
+        # (Looked up with "in" first: werkzeug's get() raises and catches an
+        # exception for a missing key, the common case.)
+        cookie = cookies[remember_name] if remember_name in cookies else None
         if cookie is None:
             pass
         elif "_user_id" not in session:
@@ -439,9 +442,10 @@ class ServerSessionInterface(SessionInterface):
         return session
 
     def _load(self, app: Flask, state: _State, request: Request) -> ServerSession:
-        value = request.cookies.get(self.get_cookie_name(app))
-        if value is None:
+        cookies, name = request.cookies, self.get_cookie_name(app)
+        if name not in cookies:
             return self.session_class()
+        value = cookies[name]
         if value.startswith(FLASH_PREFIX):
             # Flashed messages alone, kept in the cookie: no query.
             max_age = int(state.idle_lifetime().total_seconds())
@@ -524,7 +528,7 @@ class ServerSessionInterface(SessionInterface):
         # session accessed.
         accessed = session.accessed
         if not self._set_or_delete_cookie(app, session, response) and accessed:
-            response.vary.add("Cookie")
+            _vary_on_cookie(response)
 
     def _set_or_delete_cookie(
         self, app: Flask, session: ServerSession, response: Response
@@ -599,7 +603,7 @@ class ServerSessionInterface(SessionInterface):
                 **attributes,
             )
         # (Once: each change of response.vary parses and rewrites the header.)
-        response.vary.add("Cookie")
+        _vary_on_cookie(response)
         return True
 
     def get_expiration_time(self, app: Flask, session: SessionMixin) -> datetime | None:
@@ -711,6 +715,16 @@ def later(value: t.Any, delta: timedelta) -> datetime | None:
         return aware(value) + delta
     except OverflowError:
         return None  # (a date the library never wrote)
+
+
+def _vary_on_cookie(response: Response) -> None:
+    """``response.vary.add("Cookie")``, without parsing a header the response
+    does not have (the common case; werkzeug's lookup raises and catches an
+    exception for it)."""
+    if "Vary" in response.headers:
+        response.vary.add("Cookie")
+    else:
+        response.headers["Vary"] = "Cookie"
 
 
 def _unverified() -> ServerSession:

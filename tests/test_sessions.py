@@ -11,6 +11,7 @@ from datetime import timezone
 
 import pytest
 from flask import Flask
+from flask import make_response
 from flask import request
 from flask import session
 from flask_login import current_user
@@ -232,6 +233,23 @@ def test_vary_cookie_follows_flasks_rules(collection):
     for path in ("/untouched", "/get/x", "/me"):
         assert vary(ours, path) == vary(flasks, path), path
     assert vary(ours, "/get/x")
+
+
+def test_vary_keeps_the_apps_own_as_flask_does(collection):
+    def vary(app):
+        @app.get("/negotiated")
+        def negotiated():
+            response = make_response(str(session.get("x")))
+            response.vary.add("Accept-Encoding")
+            return response
+
+        client = app.test_client()
+        client.post("/set/x", json=1)
+        return client.get("/negotiated").headers.getlist("Vary")
+
+    ours = vary(make_app(collection))
+    assert ours == vary(make_app(collection, cookie_session=True))
+    assert ours == ["Accept-Encoding, Cookie"]
 
 
 @pytest.mark.parametrize("permanent", [False, True])
