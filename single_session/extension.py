@@ -948,15 +948,18 @@ def _on_user_logged_in(app: Flask, user: t.Any = None, **extra: t.Any) -> None:
 
 def _on_logged_out(app: Flask, **extra: t.Any) -> None:
     session = _current_session()
-    if session is not None and session.unverified_cookie:
-        # A logout on a worker that cannot verify the browser's cookies (one
-        # that does not know the new key yet, in a rolling SECRET_KEY
-        # rotation): they go, as Flask's cookie session and Flask-Login
-        # delete theirs. The session they name is not ended: nothing that
-        # cannot be verified costs a query.
+    if session is None:
+        return
+    if session.user_id is None and remember.cookie_name(app) in request.cookies:
+        # No login to end here, but the browser asked to be signed out: its
+        # remember-me cookie goes, as Flask-Login deletes its own, whether or
+        # not this app can verify it (one signed with a key it does not know
+        # yet, in a rolling SECRET_KEY rotation, would sign it in elsewhere).
+        session.remember_cookie = "delete"
+    if session.unverified_cookie:
+        # Likewise a session cookie this app cannot verify. The session it
+        # names is not ended: nothing that cannot be verified costs a query.
         session.logged_out = True
-        if remember.cookie_name(app) in request.cookies:
-            session.remember_cookie = "delete"
         return
     _on_login_ended(app, **extra)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from datetime import timedelta
 
+import mongomock
 import pytest
 from flask import g
 from flask import get_flashed_messages
@@ -235,6 +236,43 @@ def test_logout_others_right_after_a_restore_keeps_the_grace(app, clock, collect
     thread.join(10)
     assert not [d for d in stored(collection) if "revoked" in d]
     assert who(tab1)["user"] == "alice"
+
+
+@pytest.mark.parametrize("cookie_session", [False, True])
+@pytest.mark.parametrize("kind", ["another key", "garbage"])
+@pytest.mark.parametrize("with_cart", [False, True])
+def test_a_logout_deletes_a_remember_cookie_that_does_not_verify(
+    collection, cookie_session, kind, with_cart
+):
+    # A restarted browser's remember-me cookie, signed with a key this worker
+    # does not know yet (a rolling SECRET_KEY rotation), or garbage: a logout
+    # deletes it, as Flask-Login deletes its own, or it would sign the browser
+    # in again on a worker that knows the key. Nothing to look up for it.
+    # (single_session's own cookie comes from an app on another collection.)
+    elsewhere = make_app(
+        None if cookie_session else mongomock.MongoClient().db.other,
+        cookie_session=cookie_session,
+    )
+    elsewhere.config["SECRET_KEY"] = "new key"
+    other = elsewhere.test_client()
+    other.post("/login/alice?remember=1")
+    value = remember_cookie(other) if kind == "another key" else "garbage"
+    app = make_app(collection, cookie_session=cookie_session)
+    client = app.test_client()
+    if with_cart:
+        client.post("/set/cart", json=[1])
+    client.set_cookie("remember_token", value)
+    if not cookie_session:
+        collection.reset()
+    response = client.post("/logout")
+    deleted = [
+        h.split("=", 1)[0]
+        for h in response.headers.getlist("Set-Cookie")
+        if "Max-Age=0" in h
+    ]
+    assert "remember_token" in deleted
+    if not cookie_session:
+        assert collection.ops() == (["find_one"] if with_cart else [])
 
 
 def test_a_device_signed_out_by_a_later_login_cannot_come_back(app):
