@@ -80,7 +80,9 @@ def bind(
     # are carried over to the new session (see _carry_over).
     seen = session.stored
     own = session.document
-    stored, entries = serialization.dump_data(session, state.max_size(), session.loaded)
+    stored, entries, _ = serialization.dump_data(
+        session, state.max_size(), session.loaded
+    )
     document = new_document(state, stored, now)
     document["user_id"] = user_id
     document["login_at"] = login_at or now

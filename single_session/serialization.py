@@ -146,13 +146,22 @@ MONGODB_MAX_DATA = 15 * 1024 * 1024
 _PER_FIELD = 7
 
 
+class Dumped(t.NamedTuple):
+    """A session's stored form (field name to text), its entries, and its
+    size as :data:`SINGLE_SESSION_MAX_SIZE` counts it."""
+
+    stored: dict[str, str]
+    entries: Entries
+    size: int
+
+
 def dump_data(
     data: t.Mapping[str, t.Any],
     max_size: int | None,
     known: Entries | None = None,
-) -> tuple[dict[str, str], Entries]:
-    """The stored form of a whole session (field name to text), and its entries.
-    Raises :exc:`SessionDataError` naming the first key whose value cannot be
+) -> Dumped:
+    """The stored form of a whole session, its entries and size. Raises
+    :exc:`SessionDataError` naming the first key whose value cannot be
     stored, or :exc:`SessionTooLarge`.
 
     :param known: entries from :func:`load_data` or an earlier
@@ -178,17 +187,13 @@ def dump_data(
         # The texts are ASCII (load_data accepts no others); a field may not be.
         size += (len(field) if field.isascii() else len(field.encode())) + len(entry[2])
     _check_size(size, len(stored), max_size)
-    return stored, entries
+    return Dumped(stored, entries, size)
 
 
-def check_size(stored: t.Mapping[str, str], max_size: int | None) -> None:
-    """Raise :exc:`SessionTooLarge` if a stored form is over ``max_size`` (or
-    what MongoDB holds), counted as :func:`dump_data` counts it."""
-    size = sum(
-        (len(field) if field.isascii() else len(field.encode())) + len(text)
-        for field, text in stored.items()
-    )
-    _check_size(size, len(stored), max_size)
+def check_size(dumped: Dumped, max_size: int | None) -> None:
+    """Raise :exc:`SessionTooLarge` if a session :func:`dump_data` dumped
+    without a limit is over ``max_size``."""
+    _check_size(dumped.size, len(dumped.stored), max_size)
 
 
 def _check_size(size: int, fields: int, max_size: int | None) -> None:

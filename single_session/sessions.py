@@ -919,7 +919,7 @@ def write_session(state: _State, session: ServerSession) -> None:
 
     now = state.now()
     if document is None:
-        stored, session.loaded = serialization.dump_data(session, state.max_size())
+        stored, session.loaded, _ = serialization.dump_data(session, state.max_size())
         document = new_document(state, stored, now)
         sid = insert_new(state, document)
         session.adopt(sid, document, stored)
@@ -930,7 +930,8 @@ def write_session(state: _State, session: ServerSession) -> None:
     unset: dict[str, t.Any] = {}
     stored = session.stored
     if session.modified or in_place:
-        stored, session.loaded = serialization.dump_data(session, None, session.loaded)
+        dumped = serialization.dump_data(session, None, session.loaded)
+        stored, session.loaded = dumped.stored, dumped.entries
         for field, text in stored.items() - session.stored.items():
             old = session.stored.get(field)
             if old is not None and serialization.same_value(old, text):
@@ -942,7 +943,7 @@ def write_session(state: _State, session: ServerSession) -> None:
         if set_ or unset:
             # Only a change is held to the limit: a session already over it
             # (the limit lowered since, or two tabs' writes merged) is read.
-            serialization.check_size(stored, state.max_size())
+            serialization.check_size(dumped, state.max_size())
         if not serialization.update_fits(set_, unset):
             # (Another request's write to other keys meanwhile is lost then.)
             set_, unset = {"data": stored}, {}
