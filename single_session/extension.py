@@ -162,7 +162,12 @@ class _State:
             self.config["PERMANENT_SESSION_LIFETIME"],
         )
         cached = self._touch_interval
-        if cached is not None and cached[0] == settings:
+        # (By identity: True == 1, and the setting's check must run again.)
+        if (
+            cached is not None
+            and cached[0][0] is settings[0]
+            and cached[0][1] is settings[1]
+        ):
             return cached[1]
         interval = duration("SINGLE_SESSION_TOUCH_INTERVAL", settings[0], zero=True)
         # At most half the idle lifetime: a longer one would let a session in

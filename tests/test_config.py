@@ -114,6 +114,22 @@ def test_a_setting_changed_later_to_a_bad_value_names_itself(collection):
         app.test_client().post("/login/alice")
 
 
+@pytest.mark.parametrize("good, bad", [(1, True), (0, False), (60, "60s")])
+def test_a_touch_interval_changed_later_to_a_bad_value_fails_each_time(
+    collection, good, bad
+):
+    # (The interval is worked out once per setting: a bad value equal to the
+    # last good one, as True is to 1, is still checked.)
+    app = make_app(collection, SINGLE_SESSION_TOUCH_INTERVAL=good)
+    client = app.test_client()
+    client.post("/login/alice")
+    assert client.get("/me").json["user"] == "alice"
+    app.config["SINGLE_SESSION_TOUCH_INTERVAL"] = bad
+    for _ in range(2):
+        with pytest.raises(ConfigurationError, match="SINGLE_SESSION_TOUCH_INTERVAL"):
+            client.post("/set/cart", json=[1])
+
+
 @pytest.mark.parametrize(
     "key, value",
     [
