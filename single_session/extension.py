@@ -966,6 +966,24 @@ def _on_logged_out(app: Flask, **extra: t.Any) -> None:
         # names is not ended: nothing that cannot be verified costs a query.
         session.logged_out = True
         return
+    moving = session.moving_found
+    if moving is not None and isinstance(moving.get("user_id"), str):
+        # Sent while another request of the browser gives its session a new
+        # id (logout_others, a restore, signing in again): the logout still
+        # reaches that login, whose move then ends the new id too.
+        state = get_state(app)
+        try:
+            state.store.end(
+                moving["_id"],
+                moving["user_id"],
+                state.now(),
+                LOGGED_OUT,
+                login_id=policy.login_of(moving),
+            )
+        except SessionStoreUnavailable as e:
+            _unavailable(session, e)
+            raise
+        return
     _on_login_ended(app, **extra)
 
 

@@ -155,6 +155,9 @@ class ServerSession(CallbackDict, SessionMixin):  # type: ignore[type-arg]
     frozen = False
     #: The moving document found, when a login of this request was frozen.
     frozen_by: dict[str, t.Any] | None = None
+    #: The moving document this request's cookie named, when it was frozen
+    #: on load (a logout in it still reaches that login).
+    moving_found: dict[str, t.Any] | None = None
     #: The stored session was revoked, logged out or expired while this
     #: request ran: the request stores nothing more and leaves the cookies as
     #: they are (expiry included), or sets the new id it gave the session, so
@@ -482,6 +485,7 @@ class ServerSessionInterface(SessionInterface):
                 # and leaves the cookie to that request's response.
                 session = self.session_class()
                 session.frozen = True
+                session.moving_found = document
                 return session
             if document is None or past_lifetime(state, document, now):
                 # Absent, expired or never ours: never adopt the id. An expired

@@ -664,6 +664,28 @@ def test_a_logout_while_the_same_user_logs_in_again_leaves_no_login_behind(
     assert app.test_client().post("/login/alice").status_code == 200
 
 
+@pytest.mark.parametrize("move", ["logout_others", "login_again"])
+def test_a_logout_sent_while_another_tab_moves_the_session_reaches_it(
+    raw_collection, move
+):
+    # One tab gives the session a new id (logout_others, or the same user
+    # signing in again); another tab's Sign-out, sent meanwhile, finds the
+    # session moving. It still ends that login, and the move ends the new id:
+    # the browser is signed out whichever response comes last, and nothing is
+    # left holding a place.
+    app = _with_logout_others(make_app(raw_collection, SINGLE_SESSION_ON_LIMIT="deny"))
+    browser, tab, store = logged_in_with_another_tab(app)
+    out: dict[str, t.Any] = {}
+    after(store, "take", lambda: out.update(r=tab.post("/logout")))
+    path = "/logout-others" if move == "logout_others" else "/login/alice"
+    assert browser.post(path).status_code == 200
+    assert out["r"].json["user"] is None
+    assert browser.get("/me").json["user"] is None
+    assert tab.get("/me").json["user"] is None
+    assert stored(raw_collection, user_id="alice", revoked={"$exists": False}) == []
+    assert app.test_client().post("/login/alice").status_code == 200
+
+
 def test_deny_logout_others_that_loses_its_place_to_a_login(raw_collection):
     # Under "deny", a login from elsewhere, waiting to be admitted, takes the
     # place logout_others frees for a moment by moving the session: that login
