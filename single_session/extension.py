@@ -970,10 +970,11 @@ def _on_logged_out(app: Flask, **extra: t.Any) -> None:
     if moving is not None and isinstance(moving.get("user_id"), str):
         # Sent while another request of the browser gives its session a new
         # id (logout_others, a restore, signing in again): the logout still
-        # reaches that login, whose move then ends the new id too.
+        # reaches that login, whose move then ends the new id too. (Even
+        # where the view, in this request, saw nobody signed in.)
         state = get_state(app)
         try:
-            state.store.end(
+            ended = state.store.end(
                 moving["_id"],
                 moving["user_id"],
                 state.now(),
@@ -983,6 +984,10 @@ def _on_logged_out(app: Flask, **extra: t.Any) -> None:
         except SessionStoreUnavailable as e:
             _unavailable(session, e)
             raise
+        if ended is None:
+            # Revoked, or replaced by another user's login in another tab,
+            # meanwhile: that login's cookies stand (as in end_login).
+            session.remember_cookie = None
         return
     _on_login_ended(app, **extra)
 

@@ -243,7 +243,10 @@ def restore(
         return
     taken = store.take_remembered(document["_id"], remembered["token"], now)
     if taken is None:
-        return  # a parallel request of this browser restored it first
+        # A parallel request of this browser restores it (or did): this one
+        # stays anonymous, but a logout in it still ends that login.
+        session.moving_found = document
+        return
 
     dict.pop(session, "_remember", None)
     session["_user_id"] = user_id

@@ -156,7 +156,8 @@ class ServerSession(CallbackDict, SessionMixin):  # type: ignore[type-arg]
     #: The moving document found, when a login of this request was frozen.
     frozen_by: dict[str, t.Any] | None = None
     #: The moving document this request's cookie named, when it was frozen
-    #: on load (a logout in it still reaches that login).
+    #: on load or its remember-me was being restored by a parallel request
+    #: (a logout in it still reaches that login).
     moving_found: dict[str, t.Any] | None = None
     #: The stored session was revoked, logged out or expired while this
     #: request ran: the request stores nothing more and leaves the cookies as

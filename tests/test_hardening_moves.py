@@ -664,26 +664,85 @@ def test_a_logout_while_the_same_user_logs_in_again_leaves_no_login_behind(
     assert app.test_client().post("/login/alice").status_code == 200
 
 
-@pytest.mark.parametrize("move", ["logout_others", "login_again"])
+@pytest.mark.parametrize("move", ["logout_others", "login_again", "restore"])
 def test_a_logout_sent_while_another_tab_moves_the_session_reaches_it(
     raw_collection, move
 ):
-    # One tab gives the session a new id (logout_others, or the same user
-    # signing in again); another tab's Sign-out, sent meanwhile, finds the
-    # session moving. It still ends that login, and the move ends the new id:
-    # the browser is signed out whichever response comes last, and nothing is
-    # left holding a place.
+    # One tab gives the session a new id (logout_others, the same user
+    # signing in again, or a restore of a restarted browser); another tab's
+    # Sign-out, sent meanwhile, finds the session moving. It still ends that
+    # login, and the move ends the new id: the browser is signed out whichever
+    # response comes last, and nothing is left holding a place.
     app = _with_logout_others(make_app(raw_collection, SINGLE_SESSION_ON_LIMIT="deny"))
-    browser, tab, store = logged_in_with_another_tab(app)
+    store = app.extensions["single_session"].store
+    if move == "restore":
+        browser = remembered(app)
+        tab = app.test_client()
+        tab.set_cookie("remember_token", browser.get_cookie("remember_token").value)
+    else:
+        browser, tab, store = logged_in_with_another_tab(app)
     out: dict[str, t.Any] = {}
-    after(store, "take", lambda: out.update(r=tab.post("/logout")))
-    path = "/logout-others" if move == "logout_others" else "/login/alice"
-    assert browser.post(path).status_code == 200
+
+    def the_tab_logs_out() -> None:
+        # (In a thread of its own: a request run inside another one would
+        # share its app context, and Flask-Login's user with it.)
+        out.update(r=_in_thread(lambda: tab.post("/logout")))
+
+    after(store, "take_remembered" if move == "restore" else "take", the_tab_logs_out)
+    if move == "restore":
+        assert browser.get("/me").json["user"] is None
+    elif move == "logout_others":
+        assert browser.post("/logout-others").json["user"] is None
+    else:
+        assert browser.post("/login/alice").status_code == 200
     assert out["r"].json["user"] is None
-    assert browser.get("/me").json["user"] is None
-    assert tab.get("/me").json["user"] is None
     assert stored(raw_collection, user_id="alice", revoked={"$exists": False}) == []
+    assert browser.get("/me").json["user"] is None
+    browser.delete_cookie("remember_token")  # (the tab's response, if it came last)
+    assert browser.get("/me").json["user"] is None
     assert app.test_client().post("/login/alice").status_code == 200
+
+
+def test_a_logout_in_a_frozen_tab_keeps_another_users_remember_cookie(raw_collection):
+    # A tab's Sign-out found alice's session moving (logout_others in another
+    # tab); before it ends anything, the browser signs in as bob with
+    # remember-me. The logout finds nothing of alice's left: bob's cookies,
+    # remember-me included, stand (as for any logout, see end_login).
+    app = _with_logout_others(make_app(raw_collection))
+    browser = app.test_client()
+    browser.post("/login/alice?remember=1")
+    tab = app.test_client()
+    for name in ("session", "remember_token"):
+        tab.set_cookie(name, browser.get_cookie(name).value)
+    store = app.extensions["single_session"].store
+    loaded, go_on = threading.Event(), threading.Event()
+    load = store.load
+
+    def paused_load(*args: t.Any, **kwargs: t.Any) -> t.Any:
+        result = load(*args, **kwargs)
+        if threading.current_thread().name == "tab" and not loaded.is_set():
+            loaded.set()
+            assert go_on.wait(10)
+        return result
+
+    store.load = paused_load
+    out: dict[str, t.Any] = {}
+    tab_request = threading.Thread(
+        target=lambda: out.update(r=tab.post("/logout")), name="tab"
+    )
+
+    def the_tab_loads() -> None:
+        tab_request.start()
+        assert loaded.wait(10)
+
+    after(store, "take", the_tab_loads)
+    assert browser.post("/logout-others").json["user"] == "alice"
+    assert browser.post("/login/bob?remember=1").json["user"] == "bob"
+    go_on.set()
+    tab_request.join(10)
+    assert out["r"].json["user"] is None
+    assert "remember_token" not in cookie_names(out["r"])
+    assert browser.get("/me").json["user"] == "bob"
 
 
 def test_deny_logout_others_that_loses_its_place_to_a_login(raw_collection):
