@@ -285,6 +285,37 @@ def _with_logout_others(app: t.Any) -> t.Any:
     return app
 
 
+def _a_tab_logging_out_when_told(
+    app: t.Any,
+) -> tuple[t.Any, t.Any, t.Callable[[], None], threading.Thread]:
+    """A browser logged in as alice, and a second tab of it whose request has
+    loaded the session and logs out when told: returns the browser, the tab,
+    the function that tells it (and waits for its request to end) and the
+    thread its request runs in."""
+    loaded, go = threading.Event(), threading.Event()
+
+    @app.post("/logout-when-told")
+    def logout_when_told() -> t.Any:
+        loaded.set()
+        assert go.wait(10)
+        logout_user()
+        return {"ok": True}
+
+    browser = app.test_client()
+    browser.post("/login/alice")
+    tab = app.test_client()
+    tab.set_cookie("session", browser.get_cookie("session").value)
+    tab_request = threading.Thread(target=lambda: tab.post("/logout-when-told"))
+    tab_request.start()
+    assert loaded.wait(10)
+
+    def the_tab_logs_out() -> None:
+        go.set()
+        tab_request.join(10)
+
+    return browser, tab, the_tab_logs_out, tab_request
+
+
 def _with_streamed_logout_others(
     app: t.Any,
 ) -> t.Callable[[t.Any], tuple[threading.Event, threading.Thread, dict[str, t.Any]]]:
@@ -594,30 +625,9 @@ def test_a_logout_while_its_login_moves_again_leaves_no_login_behind(raw_collect
     # logout_others, runs a second one: the logout reaches the moving session,
     # and its move ends what it stores. Nothing is left holding a place.
     app = _with_logout_others(make_app(raw_collection, SINGLE_SESSION_ON_LIMIT="deny"))
-    loaded, go = threading.Event(), threading.Event()
-
-    @app.post("/logout-when-told")
-    def logout_when_told() -> t.Any:
-        loaded.set()
-        assert go.wait(10)
-        logout_user()
-        return {"ok": True}
-
-    browser = app.test_client()
-    browser.post("/login/alice")
-    tab = app.test_client()
-    tab.set_cookie("session", browser.get_cookie("session").value)
-    tab_request = threading.Thread(target=lambda: tab.post("/logout-when-told"))
-    tab_request.start()
-    assert loaded.wait(10)
+    browser, _, the_tab_logs_out, tab_request = _a_tab_logging_out_when_told(app)
     assert browser.post("/logout-others").json["user"] == "alice"
-    store = app.extensions["single_session"].store
-
-    def the_tab_logs_out() -> None:
-        go.set()
-        tab_request.join(10)
-
-    after(store, "take", the_tab_logs_out)
+    after(app.extensions["single_session"].store, "take", the_tab_logs_out)
     assert browser.post("/logout-others").status_code == 200
     assert not tab_request.is_alive()
     assert browser.get("/me").json["user"] is None
@@ -634,27 +644,7 @@ def test_a_logout_while_the_same_user_logs_in_again_leaves_no_login_behind(
     # (the browser may keep the logout's cookie: nothing would hold the new
     # session, which under "deny" would lock the user out).
     app = make_app(raw_collection, SINGLE_SESSION_ON_LIMIT="deny")
-    loaded, go = threading.Event(), threading.Event()
-
-    @app.post("/logout-when-told")
-    def logout_when_told() -> t.Any:
-        loaded.set()
-        assert go.wait(10)
-        logout_user()
-        return {"ok": True}
-
-    browser = app.test_client()
-    browser.post("/login/alice")
-    tab = app.test_client()
-    tab.set_cookie("session", browser.get_cookie("session").value)
-    tab_request = threading.Thread(target=lambda: tab.post("/logout-when-told"))
-    tab_request.start()
-    assert loaded.wait(10)
-
-    def the_tab_logs_out() -> None:
-        go.set()
-        tab_request.join(10)
-
+    browser, tab, the_tab_logs_out, tab_request = _a_tab_logging_out_when_told(app)
     after(app.extensions["single_session"].store, "take", the_tab_logs_out)
     assert browser.post("/login/alice").status_code == 200
     assert not tab_request.is_alive()
