@@ -147,10 +147,11 @@ def test_parallel_restores_of_one_browser_are_not_theft(app, collection):
     assert "revoked" not in stored(collection)[0]
 
 
-def test_a_slow_request_of_the_browser_is_not_theft(app, clock, collection):
-    # Two tabs load at once after a restart, both with the old token. One
-    # restores; the other's view asks for the user only 40 s later (after
-    # slow work). Its cookie was sent before the rotation: not a thief.
+def _a_restarted_browser_with_a_slow_tab(app):
+    """A browser that logged in with remember-me and was restarted, and a
+    second tab of it whose request, sent with the same token, is in a view
+    that asks for the user only when finished: returns the first tab and the
+    function that finishes the slow one (and waits for its request to end)."""
     arrived, go_on = threading.Event(), threading.Event()
 
     @app.get("/slow-report")
@@ -167,10 +168,22 @@ def test_a_slow_request_of_the_browser_is_not_theft(app, clock, collection):
     thread = threading.Thread(target=lambda: tab2.get("/slow-report"))
     thread.start()
     assert arrived.wait(10)
+
+    def finish() -> None:
+        go_on.set()
+        thread.join(10)
+
+    return tab1, finish
+
+
+def test_a_slow_request_of_the_browser_is_not_theft(app, clock, collection):
+    # Two tabs load at once after a restart, both with the old token. One
+    # restores; the other's view asks for the user only 40 s later (after
+    # slow work). Its cookie was sent before the rotation: not a thief.
+    tab1, finish_slow_tab = _a_restarted_browser_with_a_slow_tab(app)
     assert who(tab1)["user"] == "alice"  # rotates
     clock.advance(seconds=40)
-    go_on.set()
-    thread.join(10)
+    finish_slow_tab()
     assert not [d for d in stored(collection) if "revoked" in d]
     assert who(tab1)["user"] == "alice"
 
@@ -209,31 +222,16 @@ def test_logout_others_right_after_a_restore_keeps_the_grace(app, clock, collect
     # sent with the token before the restore, has yet to ask for the user.
     # That tab is no thief: logout_others does not rotate the token again.
     ext = app.extensions["test_ext"]
-    arrived, go_on = threading.Event(), threading.Event()
 
     @app.post("/logout-others")
     def logout_others():
         return {"ended": ext.logout_others(current_user)}
 
-    @app.get("/slow-report")
-    def slow_report():
-        arrived.set()
-        assert go_on.wait(10)
-        return {"user": current_user.get_id()}
-
-    tab1 = app.test_client()
-    tab1.post("/login/alice?remember=1")
-    tab2 = app.test_client()
-    tab2.set_cookie("remember_token", remember_cookie(tab1))
-    restart_browser(tab1)
-    thread = threading.Thread(target=lambda: tab2.get("/slow-report"))
-    thread.start()
-    assert arrived.wait(10)
+    tab1, finish_slow_tab = _a_restarted_browser_with_a_slow_tab(app)
     assert who(tab1)["user"] == "alice"  # restores: a new token
     assert tab1.post("/logout-others").status_code == 200
     clock.advance(seconds=5)
-    go_on.set()
-    thread.join(10)
+    finish_slow_tab()
     assert not [d for d in stored(collection) if "revoked" in d]
     assert who(tab1)["user"] == "alice"
 
