@@ -140,20 +140,25 @@ def renewed(
         # token already, and a parallel request of this browser that still
         # holds that one would be taken for a thief after a second rotation.
         return None
-    expires_at = remembered.get("expires_at")
     return new_remember(
         app,
         state,
         now,
         remembered.get("seconds"),
         series=series,
-        expires_at=(
-            aware(expires_at)
-            if isinstance(expires_at, datetime) and not state.refresh_remember()
-            else None
-        ),
+        expires_at=_kept_expiry(state, remembered),
         previous=token_hash,
     )
+
+
+def _kept_expiry(state: _State, remembered: dict[str, t.Any]) -> datetime | None:
+    """The expiry a new token of the remember-me keeps: the one the login set,
+    or, with REMEMBER_COOKIE_REFRESH_EACH_REQUEST, none (``new_remember``
+    pushes it forward, as Flask-Login does for its cookie on each response)."""
+    expires_at = remembered.get("expires_at")
+    if state.refresh_remember() or not isinstance(expires_at, datetime):
+        return None
+    return aware(expires_at)
 
 
 def _flask_logins_own(value: str) -> bool:
@@ -261,12 +266,7 @@ def restore(
         now,
         remembered.get("seconds"),
         series=series,
-        # With REMEMBER_COOKIE_REFRESH_EACH_REQUEST a restore, as any response,
-        # pushes the expiry forward (Flask-Login's restore does too); without,
-        # it keeps the one the login set.
-        expires_at=None
-        if state.refresh_remember()
-        else aware(remembered["expires_at"]),
+        expires_at=_kept_expiry(state, remembered),
         previous=token_hash,
     )
     login_at = document.get("login_at")
